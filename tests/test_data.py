@@ -1,0 +1,313 @@
+"""Datasets and loaders: the built-in mnist5k, the on-disk layouts (tiny synthetic trees and a slice of the real
+CIFAR-10), --subset, and the loaders' determinism and evaluation split."""
+
+import hashlib
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import write_jpeg, write_png
+
+from undistill import UserError, data
+
+# torchvision 0.29 deprecates its image codecs (used here and by undistill.data) with one warning per call
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
+
+CIFAR_TAR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg.tar.gz"
+# Created in this (unsorted) order on purpose: labels must follow the sorted folder names.
+CLASS_NAMES = ["ship", "airplane", "frog", "cat", "deer", "dog", "bird", "horse", "truck", "automobile"]
+
+
+def solid(value, size, channels=3):
+    return torch.full((channels, size, size), value, dtype=torch.uint8)
+
+
+def write_image_folder(split_dir, names, per_class, size=32):
+    """split_dir/<name>/<j>.png, every pixel of image j of the class with sorted index c equal to 20 c + j."""
+    for name in names:
+        c = sorted(names).index(name)
+        (split_dir / name).mkdir(parents=True)
+        for j in range(per_class):
+            write_png(solid(20 * c + j, size), str(split_dir / name / f"{j}.png"))
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return data.load("mnist5k")
+
+
+# ---------------------------------------------------------------- mnist5k
+
+def test_mnist5k_sizes_and_dtype(mnist):
+    assert (len(mnist.train), len(mnist.test)) == (4000, 1000)
+    assert mnist.num_classes == 10 and mnist.image_size == 32
+    assert mnist.train.labels.bincount().tolist() == [400] * 10
+    assert mnist.test.labels.bincount().tolist() == [100] * 10
+    for split in (mnist.train, mnist.test):
+        x, y = split[0]
+        assert x.dtype == torch.uint8 and x.shape == (3, 32, 32)
+        assert isinstance(int(y), int)
+
+
+def test_mnist5k_split_is_deterministic(mnist):
+    again = data.load("mnist5k")
+    assert torch.equal(again.train.images, mnist.train.images)
+    assert torch.equal(again.train.labels, mnist.train.labels)
+    assert torch.equal(again.test.images, mnist.test.images)
+    assert torch.equal(again.test.labels, mnist.test.labels)
+
+
+def test_mnist5k_train_and_test_are_disjoint(mnist):
+    images = torch.cat([mnist.train.images, mnist.test.images])
+    hashes = {hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in images}
+    assert len(hashes) == 5000
+
+
+# ---------------------------------------------------------------- CIFAR image-folder layout
+
+@pytest.fixture
+def cifar_tree(tmp_path):
+    write_image_folder(tmp_path / "train", CLASS_NAMES, 2)
+    write_image_folder(tmp_path / "test", CLASS_NAMES, 1)
+    return tmp_path
+
+
+def test_cifar10_image_folder_sizes_and_labels(cifar_tree):
+    info = data.load("cifar10", cifar_tree)
+    assert (len(info.train), len(info.test)) == (20, 10)
+    assert info.num_classes == 10 and info.image_size == 32
+    assert info.train.images.shape == (20, 3, 32, 32) and info.train.images.dtype == torch.uint8
+    assert info.train.labels.tolist() == [c for c in range(10) for _ in range(2)]
+    assert info.test.labels.tolist() == list(range(10))
+    # every image sits under the label of its sorted class folder (pixel value 20 * label + j)
+    for images, labels in ((info.train.images, info.train.labels), (info.test.images, info.test.labels)):
+        for x, y in zip(images, labels):
+            assert x.unique().item() // 20 == y.item()
+
+
+def test_cifar10_second_load_uses_the_cache(cifar_tree, monkeypatch):
+    first = data.load("cifar10", cifar_tree)
+    assert (cifar_tree / ".undistill-train.pt").is_file()
+    assert (cifar_tree / ".undistill-test.pt").is_file()
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(data, "decode_image", no_decoding)
+    second = data.load("cifar10", cifar_tree)
+    assert torch.equal(second.train.images, first.train.images)
+    assert torch.equal(second.train.labels, first.train.labels)
+    assert torch.equal(second.test.images, first.test.images)
+    assert torch.equal(second.test.labels, first.test.labels)
+
+
+def test_cifar10_with_seven_class_folders_is_refused(tmp_path):
+    write_image_folder(tmp_path / "train", CLASS_NAMES[:7], 1)
+    write_image_folder(tmp_path / "test", CLASS_NAMES[:7], 1)
+    with pytest.raises(UserError, match=r"7 class folders.*10"):
+        data.load("cifar10", tmp_path)
+
+
+@pytest.fixture(scope="module")
+def real_cifar_slice(tmp_path_factory):
+    """The first 3 images of each class of train/ and test/ from the shared CIFAR-10 archive."""
+    if not CIFAR_TAR.is_file():
+        pytest.skip(f"{CIFAR_TAR} not available")
+    root = tmp_path_factory.mktemp("cifar10")
+    taken = {}
+    with tarfile.open(CIFAR_TAR) as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if not member.isfile() or len(parts) != 3 or not parts[2].endswith(".jpg"):
+                continue
+            key = (parts[0], parts[1])
+            if taken.get(key, 0) == 3:
+                continue
+            taken[key] = taken.get(key, 0) + 1
+            (root / parts[0] / parts[1]).mkdir(parents=True, exist_ok=True)
+            (root / member.name).write_bytes(tar.extractfile(member).read())
+            if len(taken) == 20 and all(n == 3 for n in taken.values()):
+                break
+    return root
+
+
+def test_real_cifar10_slice(real_cifar_slice):
+    info = data.load("cifar10", real_cifar_slice)
+    assert (len(info.train), len(info.test)) == (30, 30)
+    for split in (info.train, info.test):
+        assert split.images.shape == (30, 3, 32, 32) and split.images.dtype == torch.uint8
+        assert split.labels.bincount().tolist() == [3] * 10
+
+
+def test_real_cifar10_airplane_is_label_0(real_cifar_slice):
+    info = data.load("cifar10", real_cifar_slice)
+    airplane = sorted((real_cifar_slice / "train" / "airplane").iterdir())[0]
+    x = data.decode_image(str(airplane), mode=data.ImageReadMode.RGB)
+    matches = [i for i, img in enumerate(info.train.images) if torch.equal(img, x)]
+    assert matches and all(info.train.labels[i] == 0 for i in matches)
+
+
+# ---------------------------------------------------------------- Tiny-ImageNet stock layout
+
+WNIDS = [f"n{i:04d}" for i in range(200)]
+VAL_CLASSES = [3, 150, 0, 199, 42]
+
+
+def write_tinyimagenet(root, annotations=True):
+    for wnid in WNIDS:
+        (root / "train" / wnid / "images").mkdir(parents=True)
+        write_jpeg(solid(128, 64), str(root / "train" / wnid / "images" / f"{wnid}_0.JPEG"))
+        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text(f"{wnid}_0.JPEG\t0\t0\t63\t63\n")
+    (root / "val" / "images").mkdir(parents=True)
+    lines = []
+    for i, c in enumerate(VAL_CLASSES):
+        write_jpeg(solid(64, 64), str(root / "val" / "images" / f"val_{i}.JPEG"))
+        lines.append(f"val_{i}.JPEG\t{WNIDS[c]}\t0\t0\t63\t63")
+    if annotations:
+        (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_tinyimagenet_stock_layout(tmp_path):
+    write_tinyimagenet(tmp_path)
+    info = data.load("tinyimagenet", tmp_path)
+    assert info.num_classes == 200 and info.image_size == 64
+    assert len(info.train) == 200
+    assert info.train.labels.tolist() == list(range(200))
+    assert info.train.images.shape == (200, 3, 64, 64)
+    # validation labels come from val_annotations.txt, not from the single val/images/ folder
+    assert info.test.labels.tolist() == VAL_CLASSES
+    assert info.test.images.shape == (5, 3, 64, 64) and info.test.images.dtype == torch.uint8
+
+
+def test_tinyimagenet_without_val_annotations_is_refused(tmp_path):
+    write_tinyimagenet(tmp_path, annotations=False)
+    with pytest.raises(UserError):
+        data.load("tinyimagenet", tmp_path)
+
+
+# ---------------------------------------------------------------- ImageNet layout
+
+def write_imagenet(root, num_classes):
+    for split in ("train", "val"):
+        for c in range(num_classes):
+            d = root / split / f"n{c:08d}"
+            d.mkdir(parents=True)
+            write_jpeg(solid(100, 8), str(d / f"{c}.JPEG"))
+
+
+def test_imagenet_with_three_classes_is_refused(tmp_path):
+    write_imagenet(tmp_path, 3)
+    with pytest.raises(UserError, match="1000"):
+        data.load("imagenet", tmp_path)
+
+
+def test_imagenet_layout_gives_224_uint8_samples(tmp_path):
+    write_imagenet(tmp_path, 1000)
+    info = data.load("imagenet", tmp_path)
+    assert (len(info.train), len(info.test)) == (1000, 1000)
+    assert info.num_classes == 1000 and info.image_size == 224
+    for split, index, label in ((info.train, 0, 0), (info.test, 999, 999)):
+        x, y = split[index]
+        assert x.dtype == torch.uint8 and tuple(x.shape) == (3, 224, 224)
+        assert y == label
+
+
+# ---------------------------------------------------------------- --subset
+
+def test_subset_fraction_per_class(mnist):
+    sub = data.take_subset(mnist.train, 0.5, seed=0)
+    assert sub.labels.bincount().tolist() == [200] * 10
+
+
+def test_subset_count_per_class(mnist):
+    sub = data.take_subset(mnist.train, 30, seed=0)
+    assert sub.labels.bincount().tolist() == [30] * 10
+    assert sub.transform is mnist.train.transform  # still augmented
+
+
+def test_subset_depends_only_on_the_seed(mnist):
+    a, b = data.take_subset(mnist.train, 30, seed=1), data.take_subset(mnist.train, 30, seed=1)
+    other = data.take_subset(mnist.train, 30, seed=2)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert not torch.equal(a.images, other.images)
+
+
+def test_subset_through_load(mnist):
+    info = data.load("mnist5k", subset=30, seed=1)
+    assert torch.equal(info.train.images, data.take_subset(mnist.train, 30, seed=1).images)
+    assert len(info.test) == 1000  # the test set is never subsampled
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 2.5, 401])
+def test_subset_bad_values_are_refused(mnist, bad):
+    with pytest.raises(UserError):
+        data.take_subset(mnist.train, bad, seed=0)
+
+
+# ---------------------------------------------------------------- --data-dir
+
+def test_cifar10_without_data_dir_is_refused():
+    with pytest.raises(UserError, match="--data-dir"):
+        data.load("cifar10")
+
+
+def test_nonexistent_data_dir_is_refused(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        data.load("cifar10", tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------- TorchvisionLoader
+
+@pytest.fixture(scope="module")
+def small_train(mnist):
+    return data.take_subset(mnist.train, 20, seed=0)  # 200 augmented images
+
+
+def batches(loader, epoch):
+    return [(x.clone(), y.clone()) for x, y in loader.epoch(epoch)]
+
+
+def same(a, b):
+    return len(a) == len(b) and all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
+
+
+def test_loader_order_replays_for_the_same_epoch(small_train):
+    loader = data.TorchvisionLoader(small_train, 32, train=True, seed=1, workers=0, rank=0, world_size=1)
+    first, second = batches(loader, 3), batches(loader, 3)
+    assert [y.tolist() for _, y in first] == [y.tolist() for _, y in second]
+    assert [y.tolist() for _, y in batches(loader, 4)] != [y.tolist() for _, y in first]
+
+
+def test_loader_batches_replay_for_the_same_epoch_with_workers(small_train):
+    # Worker processes draw their augmentation seeds from (seed, epoch) alone, whatever the caller's RNG did.
+    loader = data.TorchvisionLoader(small_train, 32, train=True, seed=1, workers=2, rank=0, world_size=1)
+    first = batches(loader, 3)
+    torch.rand(1)  # whatever the caller did in between with the global RNG
+    second = batches(loader, 3)
+    assert len(first) == len(small_train) // 32  # drop_last for training
+    assert [y.tolist() for _, y in first] == [y.tolist() for _, y in second]
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(first, second)), "augmentation differs between replays"
+    assert not same(first, batches(loader, 4))
+
+
+def test_loader_batches_replay_when_the_global_rng_is_seeded_per_epoch(small_train):
+    # What engine.fit does before every epoch; with workers=0 the augmentation draws from the global RNG.
+    loader = data.TorchvisionLoader(small_train, 32, train=True, seed=1, workers=0, rank=0, world_size=1)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(1 * 100_003 + 3)
+        runs.append(batches(loader, 3))
+    assert same(*runs)
+
+
+def test_eval_loader_splits_ranks_without_padding():
+    n = 11
+    dataset = data.TensorImages(torch.zeros(n, 3, 4, 4, dtype=torch.uint8), torch.arange(n))
+    seen = []
+    for rank in range(2):
+        loader = data.TorchvisionLoader(dataset, 4, train=False, seed=0, workers=0, rank=rank, world_size=2)
+        seen.append(torch.cat([y for _, y in loader.epoch(0)]).tolist())
+    assert len(seen[0]) + len(seen[1]) == n  # no padding duplicates
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == list(range(n))

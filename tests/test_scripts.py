@@ -1,0 +1,146 @@
+"""Both entry scripts end to end on the built-in data: outputs, checkpoints, resume, torchrun, bad input."""
+import json
+
+import pytest
+import torch
+
+import distill_student
+import train_teacher
+from conftest import TINY, run_script
+from undistill import UserError, checkpoint, data, engine
+from undistill.distributed import Context
+
+
+def train(script, tmp_path, name, *argv):
+    out = tmp_path / name
+    script.main(script.parse_args([*TINY, "--output", str(out), *argv]))
+    return out
+
+
+def test_teacher_run_writes_checkpoint_metrics_and_summary(ce_teacher):
+    out = ce_teacher.parent
+    ckpt = torch.load(ce_teacher, weights_only=True)
+    assert (ckpt["arch"], ckpt["num_classes"], ckpt["dataset"], ckpt["role"], ckpt["method"]) == (
+        "cnn", 10, "mnist5k", "teacher", "ce")
+    assert ckpt["epoch"] == 1 and ckpt["release"] is None
+    assert not any(k.startswith("module.") for k in ckpt["state_dict"])
+    [line] = (out / "metrics.jsonl").read_text().splitlines()
+    metrics = json.loads(line)
+    assert {"loss", "test_acc", "lr", "images_per_s", "time_s", "epoch"} <= set(metrics)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["last_acc"] == metrics["test_acc"] and summary["best_acc"] >= summary["last_acc"]
+    assert (out / "best.pt").is_file() and (out / "command.txt").is_file()
+
+
+def test_stingy_release_feeds_kd_and_keeps_teacher_accuracy(ce_teacher, tmp_path):
+    released = train(train_teacher, tmp_path, "stingy", "--defense", "stingy", "--from", str(ce_teacher))
+    model, ckpt = checkpoint.load_classifier(released / "checkpoint.pt")
+    assert ckpt["release"] == {"name": "stingy", "variant": "top", "ratio": 0.2, "k": 2}
+    x = data.load("mnist5k").test.images[:64]
+    with torch.no_grad():
+        logits = model(x)
+    assert torch.isfinite(logits).sum(1).eq(2).all()  # a black-box user only ever sees 2 logits per image
+    original, _ = checkpoint.load_classifier(ce_teacher)
+    args = train_teacher.parse_args([*TINY])
+    test_loader = engine.make_loaders(data.load("mnist5k"), args, Context())[1]
+    stingy_acc = engine.evaluate(model, test_loader, Context(), args)["acc"]
+    assert stingy_acc == engine.evaluate(original, test_loader, Context(), args)["acc"]
+    assert stingy_acc == json.loads((released / "summary.json").read_text())["last_acc"]
+
+    student = train(distill_student, tmp_path, "kd", "--attack", "kd", "--teacher", str(released / "checkpoint.pt"),
+                    "--epochs", "1")
+    summary = json.loads((student / "summary.json").read_text())
+    assert summary["settings"]["tau"] == 20.0  # stingy teachers are distilled at tau = 20
+    assert torch.load(student / "checkpoint.pt", weights_only=True)["role"] == "student"
+
+
+def test_nasty_teacher_trains_against_its_adversary(ce_teacher, tmp_path):
+    out = train(train_teacher, tmp_path, "nasty", "--defense", "nasty", "--adversary", str(ce_teacher),
+                "--epochs", "1")
+    settings = json.loads((out / "summary.json").read_text())["settings"]
+    assert settings == {"omega": 0.04, "tau": 4.0, "adversary": str(ce_teacher)}
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    argv = ["--attack", "kd", "--teacher"]  # resume must also replay a frozen model's contribution
+    teacher = train(train_teacher, tmp_path, "t", "--epochs", "1") / "checkpoint.pt"
+    schedule = ["--milestones", "1", "--opt", "sgd", "--lr", "0.05"]
+    full = train(distill_student, tmp_path, "full", *argv, str(teacher), "--epochs", "2", *schedule)
+    part = train(distill_student, tmp_path, "part", *argv, str(teacher), "--epochs", "1", *schedule)
+    train(distill_student, tmp_path, "part", *argv, str(teacher), "--epochs", "2", *schedule, "--resume")
+    a, b = (torch.load(d / "checkpoint.pt", weights_only=True) for d in (full, part))
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    strip = lambda d: [{k: v for k, v in json.loads(l).items() if k not in ("images_per_s", "time_s")}
+                       for l in (d / "metrics.jsonl").read_text().splitlines()]
+    assert strip(full) == strip(part) and len(strip(full)) == 2
+
+
+def test_existing_run_is_not_overwritten(ce_teacher):
+    before = ce_teacher.read_bytes()
+    proc = run_script("train_teacher.py", *TINY, "--epochs", "1", "--output", str(ce_teacher.parent), check=False)
+    assert proc.returncode == 2 and "--resume" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert ce_teacher.read_bytes() == before
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["distill_student.py", "--attack", "kd"], "needs --teacher"),
+    (["train_teacher.py", "--defense", "nasty"], "needs --adversary"),
+    (["distill_student.py", "--attack", "kd", "--teacher", "missing.pt"], "does not exist"),
+    (["train_teacher.py", "--dataset", "cifar10"], "needs --data-dir"),
+])
+def test_bad_input_exits_2_with_one_line(argv, message, tmp_path):
+    proc = run_script(*argv, "--output", str(tmp_path / "x"), check=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+class Payload:
+    """An arbitrary pickled object: weights_only loading must refuse to build it."""
+
+
+def test_corrupt_and_untrusted_checkpoints_are_refused(tmp_path):
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="corrupt or not a trusted"):
+        checkpoint.load(tmp_path / "corrupt.pt")
+    torch.save({"format": checkpoint.FORMAT, "x": Payload()}, tmp_path / "untrusted.pt")
+    with pytest.raises(UserError, match="corrupt or not a trusted"):
+        checkpoint.load(tmp_path / "untrusted.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "plain.pt")
+    with pytest.raises(UserError, match="not an undistill checkpoint"):
+        checkpoint.load(tmp_path / "plain.pt")
+
+
+def test_teacher_from_another_dataset_is_refused(ce_teacher, tmp_path):
+    root = tmp_path / "c10"
+    for split in ("train", "test"):
+        for c in range(10):
+            (root / split / f"class{c}").mkdir(parents=True)
+            from torchvision.io import write_png
+            write_png(torch.full((3, 32, 32), c * 20, dtype=torch.uint8), str(root / split / f"class{c}" / "0.png"))
+    with pytest.raises(UserError, match="trained on mnist5k"):
+        distill_student.main(distill_student.parse_args(
+            ["--dataset", "cifar10", "--data-dir", str(root), "--attack", "kd", "--teacher", str(ce_teacher),
+             "--output", str(tmp_path / "s"), "--epochs", "1", "--workers", "0", "--quiet"]))
+
+
+def test_non_finite_loss_stops_with_a_clear_error(ce_teacher, tmp_path):
+    with pytest.raises(UserError, match="non-finite loss"):
+        train(train_teacher, tmp_path, "nan", "--defense", "nasty", "--adversary", str(ce_teacher), "--epochs", "1",
+              "--opt", "sgd", "--lr", "1e6", "--omega", "1e6")
+    assert not (tmp_path / "nan" / "checkpoint.pt").exists()
+
+
+def test_both_scripts_under_torchrun_with_two_processes(ce_teacher, tmp_path):
+    for script, extra in (("train_teacher.py", []), ("distill_student.py", ["--attack", "kd", "--teacher",
+                                                                             str(ce_teacher)])):
+        out = tmp_path / script
+        proc = run_script(script, *TINY, "--epochs", "1", "--output", str(out), *extra, nproc=2)
+        assert proc.stdout.count("done:") == 1  # only rank 0 prints
+        # The all-reduced test accuracy covers each test image once: it equals a single-process evaluation.
+        model, _ = checkpoint.load_classifier(out / "checkpoint.pt")
+        args = train_teacher.parse_args([*TINY])
+        test_loader = engine.make_loaders(data.load("mnist5k"), args, Context())[1]
+        reported = json.loads((out / "summary.json").read_text())["last_acc"]
+        assert engine.evaluate(model, test_loader, Context(), args)["acc"] == pytest.approx(reported)

@@ -1,0 +1,77 @@
+"""One-file checkpoints: everything needed to rebuild the model as a black box, written atomically.
+
+A checkpoint is a dict of plain types and tensors (so it loads with `weights_only=True`):
+    format, arch, num_classes, dataset, image_size, mean, std,
+    role ("teacher" | "student"), method (defense or attack name), settings (its options),
+    release (None, or {"name": "stingy", "variant", "ratio", "k"} for a released stingy teacher),
+    epoch, metrics, state_dict (the bare network, no DDP prefix)
+and, in a run's resumable `checkpoint.pt`, also optimizer and args.
+"""
+import os
+import pickle
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from . import UserError, models
+from .defenses import STINGY_VARIANTS
+
+FORMAT = "undistill/1"
+
+
+def save(payload, path):
+    """Write to a temporary file in the same directory, then rename: a crash never leaves half a checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load(path):
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise UserError(f"{path} is corrupt or not a trusted checkpoint (refused by weights_only loading: "
+                        f"{str(e).splitlines()[0][:120]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{path} is not an undistill checkpoint (no format={FORMAT!r}); "
+                        "plain state_dicts go through --weights")
+    return ckpt
+
+
+def release_transform(release):
+    if release is None:
+        return None
+    if release.get("name") != "stingy" or release.get("variant") not in STINGY_VARIANTS:
+        raise UserError(f"unknown release transform {release} in checkpoint")
+    return partial(STINGY_VARIANTS[release["variant"]], k=release["k"])
+
+
+def load_classifier(path):
+    """The checkpoint as a frozen Classifier in eval mode (normalization and release transform included), and
+    its dict."""
+    ckpt = load(path)
+    net = models.build(ckpt["arch"], ckpt["num_classes"])
+    net.load_state_dict(ckpt["state_dict"])
+    model = models.Classifier(net, ckpt["mean"], ckpt["std"], release_transform(ckpt.get("release")))
+    return model.eval().requires_grad_(False), ckpt
+
+
+def describe(info, arch, role, method, settings, release=None):
+    """The checkpoint fields that say what a model is (everything but weights and progress)."""
+    return dict(format=FORMAT, arch=arch, num_classes=info.num_classes, dataset=info.name,
+                image_size=info.image_size, mean=list(info.mean), std=list(info.std), role=role, method=method,
+                settings=settings, release=release)
+
+
+def check_compatible(ckpt, info, what):
+    """A frozen model (teacher, adversary) must come from the same dataset as the run that queries it."""
+    theirs = (ckpt["dataset"], ckpt["num_classes"], ckpt["image_size"])
+    ours = (info.name, info.num_classes, info.image_size)
+    if theirs != ours:
+        raise UserError(f"{what} was trained on {theirs[0]} ({theirs[1]} classes, {theirs[2]}px) but this run uses "
+                        f"{ours[0]} ({ours[1]} classes, {ours[2]}px): pass the matching --dataset or another {what}")

@@ -1,0 +1,69 @@
+"""Process group and device: the same script runs under `python` (one process) and `torchrun` (one per rank)."""
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from . import UserError
+
+
+@dataclass
+class Context:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def print(self, *args, **kwargs):
+        if self.is_main:
+            print(*args, **kwargs, flush=True)
+
+    def all_reduce_sum(self, tensor):
+        if self.world_size > 1:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def broadcast_buffers(self, module):
+        """Give every rank rank 0's buffers (BN running statistics drift apart on each rank's own batches), so
+        that all ranks evaluate the model that rank 0 saves."""
+        if self.world_size > 1:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, 0)
+
+    def barrier(self):
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def init(device="auto"):
+    """Join the torchrun process group if there is one (nccl on GPUs, gloo on the CPU) and pick the device."""
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise UserError("--device cuda, but no CUDA GPU is visible; use --device cpu")
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if world_size > 1:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Context(rank, world_size, local_rank, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"))
+
+
+def run(main, args):
+    """Run `main(args)`; a UserError becomes one line on stderr and exit code 2. The process group is always
+    destroyed (gloo jobs abort at exit otherwise)."""
+    try:
+        main(args)
+    except UserError as e:
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

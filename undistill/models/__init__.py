@@ -1,0 +1,57 @@
+"""Models by name: the papers' CIFAR zoo (models/cifar.py) and torchvision's ImageNet models.
+
+`Classifier` is what every script trains, saves and queries: uint8 images in, logits out. It carries the
+normalization of its dataset and, for a released teacher, the logit transform, so a checkpoint is a complete
+black box.
+"""
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from .. import UserError
+from .cifar import CIFAR_MODELS
+
+
+def names():
+    return sorted(CIFAR_MODELS) + [f"tv.{n}" for n in torchvision.models.list_models(torchvision.models)]
+
+
+def build(arch, num_classes, weights=None):
+    """A randomly initialized network, or one loaded from a local state_dict file (nothing is downloaded).
+
+    CIFAR variants go by their plain names (resnet18); torchvision's ImageNet models by `tv.<name>`
+    (tv.densenet121, tv.resnet18).
+    """
+    if arch in CIFAR_MODELS:
+        net = CIFAR_MODELS[arch](num_classes)
+    elif arch.startswith("tv.") and arch[3:] in torchvision.models.list_models(torchvision.models):
+        net = torchvision.models.get_model(arch[3:], weights=None, num_classes=num_classes)
+    else:
+        raise UserError(f"unknown architecture {arch!r}; choose one of: {', '.join(names())}")
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise UserError(f"--weights {weights} does not exist")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        try:
+            net.load_state_dict(state.get("state_dict", state))
+        except RuntimeError as e:
+            raise UserError(f"--weights {weights} does not fit {arch} with {num_classes} classes: "
+                            f"{str(e).splitlines()[0]}") from None
+    return net
+
+
+class Classifier(nn.Module):
+    """uint8 (or [0, 255] float) images -> logits, with the dataset's normalization and an optional release
+    transform (a function of the logits, e.g. a stingy sparsifier) applied to every output."""
+
+    def __init__(self, net, mean, std, release=None):
+        super().__init__()
+        self.net, self.release = net, release
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
+
+    def forward(self, x):
+        logits = self.net((x.float() - self.mean) / self.std)
+        return self.release(logits) if self.release is not None else logits

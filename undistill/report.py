@@ -1,0 +1,135 @@
+"""Collect run summaries into the verdict table: is each teacher undistillable?
+
+    python -m undistill.report runs/quickstart [more run dirs ...] [--csv table.csv] [--markdown table.md]
+
+A teacher is undistillable against an attack when the student distilled from it does not beat the
+label-smoothing (ls) student of the same architecture, trained on the same data without any teacher.
+Runs that differ only in --seed are averaged (mean ± std).
+"""
+import argparse
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def collect(roots):
+    """Every summary.json below the given directories, with the run directory attached."""
+    runs = []
+    for root in roots:
+        for path in sorted(Path(root).rglob("summary.json")):
+            runs.append(dict(json.loads(path.read_text()), dir=str(path.parent.resolve())))
+    return runs
+
+
+def teacher_name(run):
+    method, settings = run["method"], run.get("settings") or {}
+    if method == "stingy":
+        variant = settings.get("variant", "top")
+        method = f"stingy{'' if variant == 'top' else '-' + variant}(k={settings['k']})"
+    return f"{method} {run['arch']}"
+
+
+def mean_std(values):
+    """(mean, std or None, n) of the final test accuracies."""
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None), len(values)
+
+
+def fmt(stat):
+    if stat is None:
+        return "-"
+    mean, std, n = stat
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f} (n={n})"
+
+
+def verdict_rows(runs):
+    """One row per (teacher, attack, student architecture), accuracies averaged over seeds."""
+    teachers = {r["dir"]: r for r in runs if r["role"] == "teacher"}
+    baselines = {}
+    for r in runs:
+        if r["role"] == "student" and r["method"] in ("ls", "scratch"):
+            baselines.setdefault((r["dataset"], r["method"], r["arch"]), []).append(r["last_acc"])
+    groups, teacher_accs = {}, {}
+    for r in runs:
+        if r["role"] != "student" or "teacher" not in (r.get("settings") or {}):
+            continue
+        teacher = teachers.get(str(Path(r["settings"]["teacher"]).resolve().parent))
+        if teacher is None:
+            continue  # its teacher's run is not among the collected directories
+        key = (r["dataset"], teacher_name(teacher), r["method"], r["arch"])
+        groups.setdefault(key, []).append(r["last_acc"])
+        teacher_accs.setdefault(key, {})[teacher["dir"]] = teacher["last_acc"]
+    ce_teachers = {}
+    for t in teachers.values():
+        if t["method"] == "ce":
+            ce_teachers.setdefault((t["dataset"], t["arch"]), []).append(t["last_acc"])
+    rows = []
+    for (dataset, teacher, attack, arch), accs in sorted(groups.items()):
+        student, ls = mean_std(accs), baselines.get((dataset, "ls", arch))
+        t_acc = mean_std(list(teacher_accs[(dataset, teacher, attack, arch)].values()))
+        ce = ce_teachers.get((dataset, teacher.split()[-1]))
+        ls_mean = statistics.mean(ls) if ls else None
+        rows.append({
+            "dataset": dataset, "teacher": teacher, "teacher_acc": t_acc,
+            "teacher_vs_ce": t_acc[0] - statistics.mean(ce) if ce else None,
+            "attack": attack, "student": arch, "student_acc": student,
+            "ls_student_acc": mean_std(ls) if ls else None,
+            "student_vs_ls": student[0] - ls_mean if ls else None,
+            "undistillable": None if ls_mean is None else student[0] <= ls_mean,
+        })
+    return rows, {k: mean_std(v) for k, v in baselines.items()}
+
+
+def markdown(rows, baselines):
+    lines = ["| dataset | teacher | teacher acc | vs CE teacher | attack | student | student acc | vs LS student "
+             "| undistillable |", "|" + "---|" * 9]
+    for r in rows:
+        verdict = {True: "**yes**", False: "no", None: "? (no ls student)"}[r["undistillable"]]
+        lines.append(f"| {r['dataset']} | {r['teacher']} | {fmt(r['teacher_acc'])} | {signed(r['teacher_vs_ce'])} "
+                     f"| {r['attack']} | {r['student']} | {fmt(r['student_acc'])} | {signed(r['student_vs_ls'])} "
+                     f"| {verdict} |")
+    if baselines:
+        lines.append("")
+        lines.append("Baselines (no teacher): " + "; ".join(
+            f"{method} {arch} on {dataset}: {fmt(stat)}" for (dataset, method, arch), stat in sorted(baselines.items())))
+    return "\n".join(lines)
+
+
+def signed(x):
+    return "-" if x is None else f"{x:+.2f}"
+
+
+def write_csv(rows, path):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dataset", "teacher", "teacher_acc", "teacher_acc_std", "teacher_vs_ce", "attack", "student",
+                    "student_acc", "student_acc_std", "seeds", "ls_student_acc", "student_vs_ls", "undistillable"])
+        for r in rows:
+            s, t = r["student_acc"], r["teacher_acc"]
+            w.writerow([r["dataset"], r["teacher"], f"{t[0]:.4f}", t[1] or "", r["teacher_vs_ce"], r["attack"],
+                        r["student"], f"{s[0]:.4f}", s[1] or "", s[2],
+                        r["ls_student_acc"][0] if r["ls_student_acc"] else "", r["student_vs_ls"],
+                        r["undistillable"]])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, help="directories searched for summary.json files")
+    p.add_argument("--csv", type=Path, help="also write the table as CSV")
+    p.add_argument("--markdown", type=Path, help="also write the table as markdown")
+    args = p.parse_args(argv)
+    runs = collect(args.runs)
+    if not runs:
+        sys.exit(f"error: no summary.json under {', '.join(map(str, args.runs))}: point at run directories")
+    rows, baselines = verdict_rows(runs)
+    table = markdown(rows, baselines)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+    if args.csv:
+        write_csv(rows, args.csv)
+
+
+if __name__ == "__main__":
+    main()
