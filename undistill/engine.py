@@ -6,7 +6,6 @@ import functools
 import inspect
 import json
 import math
-import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -96,6 +95,9 @@ def make_optimizer(params, args):
     return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.wd)
 
 
+RUN_FILES = ("checkpoint.pt", "best.pt", "metrics.jsonl", "summary.json", "command.txt")
+
+
 def run_directory(args, role, method, arch):
     """The run's directory. Refuses to overwrite a finished or running run unless asked."""
     out = args.output or Path("runs") / f"{role}-{method}-{arch}-s{args.seed}"
@@ -110,11 +112,20 @@ def autocast(ctx, args):
     return torch.autocast(ctx.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
+def channels_last(ctx, args):
+    return args.channels_last == "on" or (args.channels_last == "auto" and ctx.device.type == "cuda")
+
+
 def prepare(model, ctx, args):
     model.to(ctx.device)
-    if args.channels_last == "on" or (args.channels_last == "auto" and ctx.device.type == "cuda"):
+    if channels_last(ctx, args):
         model.to(memory_format=torch.channels_last)
     return model
+
+
+def to_device(x, y, ctx, args):
+    fmt = torch.channels_last if channels_last(ctx, args) and x.dim() == 4 else torch.contiguous_format
+    return x.to(ctx.device, non_blocking=True, memory_format=fmt), y.to(ctx.device, non_blocking=True)
 
 
 def make_loaders(info, args, ctx):
@@ -135,7 +146,7 @@ def evaluate(model, loader, ctx, args):
     model.eval()
     totals = torch.zeros(3, device=ctx.device, dtype=torch.float64)
     for x, y in loader.epoch(0):
-        x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+        x, y = to_device(x, y, ctx, args)
         with autocast(ctx, args):
             logits = model(x).float()
         totals += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
@@ -164,9 +175,9 @@ def fit(model, objective, frozen, info, args, ctx, meta, out):
         history = read_metrics(out / "metrics.jsonl")[:start]
         ctx.print(f"resuming {out} after epoch {start} (best test accuracy {best:.2f}%)")
     elif ctx.is_main:
-        if args.overwrite and out.exists():
-            shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:  # only this project's files: --output may point at a directory holding others
+            (out / name).unlink(missing_ok=True)
         (out / "command.txt").write_text(" ".join(sys.argv) + "\n")
     ctx.barrier()
     trained = (DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
@@ -213,7 +224,7 @@ def train_epoch(model, objective, frozen, loader, optimizer, epoch, args, ctx):
         lr = learning_rate(args, epoch + step / steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+        x, y = to_device(x, y, ctx, args)
         with autocast(ctx, args):
             logits = model(x)
             with torch.no_grad():

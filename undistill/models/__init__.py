@@ -22,12 +22,13 @@ def build(arch, num_classes, weights=None):
     """A randomly initialized network, or one loaded from a local state_dict file (nothing is downloaded).
 
     CIFAR variants go by their plain names (resnet18); torchvision's ImageNet models by `tv.<name>`
-    (tv.densenet121, tv.resnet18).
+    (tv.resnet18), or by the plain name where no CIFAR variant has it (densenet121).
     """
+    torchvision_name = arch[3:] if arch.startswith("tv.") else arch
     if arch in CIFAR_MODELS:
         net = CIFAR_MODELS[arch](num_classes)
-    elif arch.startswith("tv.") and arch[3:] in torchvision.models.list_models(torchvision.models):
-        net = torchvision.models.get_model(arch[3:], weights=None, num_classes=num_classes)
+    elif torchvision_name in torchvision.models.list_models(torchvision.models):
+        net = torchvision.models.get_model(torchvision_name, weights=None, num_classes=num_classes)
     else:
         raise UserError(f"unknown architecture {arch!r}; choose one of: {', '.join(names())}")
     if weights is not None:

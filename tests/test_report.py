@@ -1,0 +1,53 @@
+"""The verdict table: pairing students with their teachers, averaging seeds, and the undistillable flip."""
+import json
+
+import pytest
+
+from undistill import report
+
+
+def write_run(root, name, role, method, acc, arch="cnn", **settings):
+    run = root / name
+    run.mkdir(parents=True)
+    summary = {"role": role, "method": method, "arch": arch, "dataset": "cifar10", "last_acc": acc,
+               "best_acc": acc, "settings": settings}
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run / "checkpoint.pt"
+
+
+def table(tmp_path, kd_acc):
+    ce = write_run(tmp_path, "s0/teacher-ce", "teacher", "ce", 90.0)
+    write_run(tmp_path, "s0/student-ls", "student", "ls", 80.0, smoothing=0.1)
+    write_run(tmp_path, "s1/student-ls", "student", "ls", 82.0, smoothing=0.1)
+    write_run(tmp_path, "s0/student-kd", "student", "kd", kd_acc, teacher=str(ce), alpha=0.9, tau=4.0)
+    rows, baselines = report.verdict_rows(report.collect([tmp_path]))
+    return rows, baselines
+
+
+@pytest.mark.parametrize("kd_acc, undistillable", [(80.5, True), (81.0, True), (81.01, False), (85.0, False)])
+def test_verdict_flips_at_the_ls_student_accuracy(tmp_path, kd_acc, undistillable):
+    rows, baselines = table(tmp_path, kd_acc)  # LS student mean over two seeds: 81.0
+    [row] = rows
+    assert row["undistillable"] is undistillable
+    assert row["student_vs_ls"] == pytest.approx(kd_acc - 81.0)
+    assert row["teacher"] == "ce cnn" and row["teacher_vs_ce"] == 0
+
+
+def test_seeds_are_averaged_with_their_spread(tmp_path):
+    _, baselines = table(tmp_path, 70.0)
+    mean, std, n = baselines[("cifar10", "ls", "cnn")]
+    assert (mean, n) == (81.0, 2) and std == pytest.approx(2 ** 0.5)
+    assert report.fmt((mean, std, n)) == "81.00 ± 1.41 (n=2)"
+
+
+def test_stingy_teacher_is_named_by_its_k_and_markdown_shows_the_verdict(tmp_path):
+    write_run(tmp_path, "ce", "teacher", "ce", 90.0)
+    stingy = write_run(tmp_path, "stingy", "teacher", "stingy", 90.0, variant="top", k=2, ratio=0.2)
+    write_run(tmp_path, "ls", "student", "ls", 80.0)
+    write_run(tmp_path, "kd", "student", "kd", 60.0, teacher=str(stingy))
+    rows, baselines = report.verdict_rows(report.collect([tmp_path]))
+    assert [r["teacher"] for r in rows] == ["stingy(k=2) cnn"]
+    text = report.markdown(rows, baselines)
+    assert "| cifar10 | stingy(k=2) cnn | 90.00 | +0.00 | kd | cnn | 60.00 | -20.00 | **yes** |" in text
+    report.write_csv(rows, tmp_path / "t.csv")
+    assert (tmp_path / "t.csv").read_text().splitlines()[1].endswith(",True")
