@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from undistill import UserError, checkpoint, data, distributed, engine, models
-from undistill.defenses import DEFENSES, FROZEN_MODEL, NASTY_SETTINGS, STINGY_RATIO, STINGY_VARIANTS, stingy_k
+from undistill.defenses import (DEFENSES, FROZEN_MODEL, NASTY_SETTINGS, STINGY_RATIO, STINGY_VARIANTS,
+                                ClassCentroids, stingy_k)
 
 
 def parse_args(argv=None):
@@ -23,6 +24,14 @@ def parse_args(argv=None):
     g.add_argument("--adversary", type=Path, help="nasty: checkpoint of the normally trained (ce) adversary")
     g.add_argument("--omega", type=float, help="nasty: weight of the KL term")
     g.add_argument("--tau", type=float, help="nasty: temperature tau_A")
+    g.add_argument("--cmi-weight", type=float, default=0.5, help="cmim: lambda, the weight of the CMI term")
+    g.add_argument("--temperatures", default="1,2,4,8,16,32", type=lambda s: [float(t) for t in s.split(",")],
+                   help="cmim: the temperature grid")
+    g.add_argument("--cmi-agg", default="mean", choices=["mean", "max", "t2mean"],
+                   help="cmim: how the grid's CMI terms combine (t2mean: mean of T^2 CMI_T)")
+    g.add_argument("--centroids", default="ema", choices=["ema", "epoch"],
+                   help="cmim: class centroids from an EMA of each step's outputs, or a full pass per epoch")
+    g.add_argument("--centroid-momentum", type=float, default=0.9, help="cmim: EMA momentum of the centroids")
     g.add_argument("--from", dest="source", type=Path, help="stingy: checkpoint of the trained teacher to release")
     g.add_argument("--ratio", type=float, help="stingy: keep k = floor(ratio * classes) logits per sample")
     g.add_argument("--variant", default="top", choices=sorted(STINGY_VARIANTS),
@@ -44,24 +53,28 @@ def main(args):
     if args.defense == "stingy":  # no training: wrap a trained teacher so that it only ever emits sparse logits
         return release_stingy(args, info, ctx)
 
-    frozen = None
+    reference = None
     if args.defense in FROZEN_MODEL:
         path = getattr(args, FROZEN_MODEL[args.defense])
         if path is None:
             raise UserError(f"--defense {args.defense} needs --{FROZEN_MODEL[args.defense]} CKPT "
                             "(a teacher trained with --defense ce)")
-        frozen, ckpt = checkpoint.load_classifier(path)
+        reference, ckpt = checkpoint.load_classifier(path)
         checkpoint.check_compatible(ckpt, info, FROZEN_MODEL[args.defense])
+    elif args.defense == "cmim":  # its reference: class centroids, not a model
+        reference = ClassCentroids(info.num_classes, args.temperatures, args.centroids, args.centroid_momentum)
 
     torch.manual_seed(args.seed)  # the same initialization for the same seed, on every run
     net = models.build(args.arch, info.num_classes, args.weights)
     model = models.Classifier(net, info.mean, info.std)
     objective, settings = engine.bind_settings(DEFENSES[args.defense], args)
-    if frozen is not None:
+    if args.defense in FROZEN_MODEL:
         settings[FROZEN_MODEL[args.defense]] = str(path)
+    if args.defense == "cmim":
+        settings.update(centroids=args.centroids, centroid_momentum=args.centroid_momentum)
     meta = checkpoint.describe(info, args.arch, "teacher", args.defense, settings)
     out = engine.run_directory(args, "teacher", args.defense, args.arch)
-    engine.fit(model, objective, frozen, info, args, ctx, meta, out)
+    engine.fit(model, objective, reference, info, args, ctx, meta, out)
 
 
 def release_stingy(args, info, ctx):

@@ -37,7 +37,71 @@ def nasty(logits, y, adversary_logits, *, omega, tau):
     return F.cross_entropy(logits, y) - omega * tau ** 2 * kl(logits, adversary_logits.detach(), tau)
 
 
-DEFENSES = {"ce": ce, "ls": ls, "nasty": nasty}
+def cmim(logits, y, centroids, *, cmi_weight, temperatures, cmi_agg):
+    """CE + lambda * agg_T CMI_T, CMI_T = mean_x KL(softmax_T(z_x) || Q_y^T) (CMIM, reconstructed).
+
+    `centroids` (n_T, K, K) holds Q^T, row y being the mean of softmax_T over class y's training outputs, kept
+    out of autograd (ClassCentroids): the gradient moves each output towards its class centroid.
+    """
+    terms = torch.stack([
+        F.kl_div(q[y].clamp_min(1e-12).log(), F.softmax(logits / t, dim=1), reduction="batchmean")
+        for q, t in zip(centroids.detach(), temperatures)])
+    weights = torch.tensor(temperatures, device=logits.device, dtype=terms.dtype) ** 2
+    aggregate = {"mean": terms.mean(), "max": terms.max(), "t2mean": (weights * terms).mean()}[cmi_agg]
+    return F.cross_entropy(logits, y) + cmi_weight * aggregate
+
+
+class ClassCentroids(torch.nn.Module):
+    """Q_y^T for every temperature T of the grid: the mean of softmax_T(z) over the training samples of class y
+    (the mean of the transformed outputs, not the transform of the mean). Outside autograd.
+
+    Estimated with an EMA over each batch's detached outputs (`observe`, all ranks contribute through
+    all-reduce, so every rank holds the same centroids), or recomputed by a full pass over the training data
+    at the start of each epoch (`start_epoch`). Calling it returns the centroids, the `ref` of `cmim`.
+    """
+
+    def __init__(self, num_classes, temperatures, estimator="ema", momentum=0.9):
+        super().__init__()
+        self.temperatures, self.estimator, self.momentum = list(temperatures), estimator, momentum
+        self.register_buffer("q", torch.full((len(self.temperatures), num_classes, num_classes), 1 / num_classes))
+
+    def forward(self, x=None):
+        return self.q
+
+    def class_sums(self, logits, y):
+        """Per temperature, per class: the summed softmax_T outputs (n_T, K, K), and the class counts (K,)."""
+        k = self.q.shape[1]
+        probs = torch.stack([F.softmax(logits.detach().float() / t, dim=1) for t in self.temperatures])
+        sums = torch.zeros_like(self.q).index_add_(1, y, probs)
+        return sums, torch.bincount(y, minlength=k).to(self.q.dtype)
+
+    def reduced_class_means(self, sums, counts, ctx):
+        """Class means summed over all ranks, and which classes had any sample."""
+        k = counts.numel()
+        packed = ctx.all_reduce_sum(torch.cat([sums.flatten(), counts]))
+        sums, counts = packed[:-k].view_as(sums), packed[-k:]
+        return sums / counts.clamp_min(1).view(1, -1, 1), counts > 0
+
+    @torch.no_grad()
+    def observe(self, logits, y, ctx):
+        if self.estimator == "ema":
+            mean, seen = self.reduced_class_means(*self.class_sums(logits, y), ctx)
+            # Classes absent from this step's batches keep their centroid.
+            self.q[:, seen] = self.momentum * self.q[:, seen] + (1 - self.momentum) * mean[:, seen]
+
+    @torch.no_grad()
+    def start_epoch(self, model, batches, ctx):
+        if self.estimator != "epoch":
+            return
+        sums, counts = torch.zeros_like(self.q), torch.zeros(self.q.shape[1], device=self.q.device)
+        for x, y in batches:
+            s, c = self.class_sums(model(x), y)
+            sums, counts = sums + s, counts + c
+        mean, seen = self.reduced_class_means(sums, counts, ctx)
+        self.q[:, seen] = mean[:, seen]
+
+
+DEFENSES = {"ce": ce, "ls": ls, "nasty": nasty, "cmim": cmim}
 FROZEN_MODEL = {"nasty": "adversary"}  # defenses that train against a frozen model, and the option naming it
 
 # The papers' settings per dataset (code): nasty (tau_A, omega) and the stingy ratio r. ImageNet has no nasty

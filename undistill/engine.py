@@ -1,6 +1,10 @@
 """The training loop shared by teachers and students: optimizer, schedule, precision, DDP, evaluation,
 progress, per-epoch metrics, checkpoints and exact resume. It never knows which defense or attack runs: it
-gets a model to train, an objective `(logits, y, ref) -> loss` and optionally a frozen model producing `ref`.
+gets a model to train, an objective `(logits, y, ref) -> loss` and optionally a `reference`: a module whose
+output on the batch is `ref`. A frozen teacher or adversary is one (eval mode, no gradient, outside DDP). A
+reference may also keep state from the training outputs (CMIM's class centroids): it then has
+`observe(logits, y, ctx)`, called after every step, and `start_epoch(model, batches, ctx)`, and its state is
+saved for exact resume.
 """
 import functools
 import inspect
@@ -35,7 +39,8 @@ DEFAULT_ARCH = {"mnist5k": "cnn", "cifar10": "resnet18", "cifar100": "resnet18",
 def add_arguments(parser):
     g = parser.add_argument_group("optimization (unset options take the papers' settings for --dataset)")
     g.add_argument("--arch", help="network (default per dataset: cnn, resnet18, tv.resnet18 for ImageNet)")
-    g.add_argument("--weights", type=Path, help="initialize the network from a local state_dict file")
+    g.add_argument("--weights", "--init", type=Path, help="initialize the network from a local state_dict file or "
+                   "a checkpoint of this project (to fine-tune)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, default=128, help="global batch, split across ranks")
     g.add_argument("--opt", choices=["sgd", "adam"], help="default: Adam 1e-3 without decay for the plain CNN "
@@ -140,13 +145,18 @@ def make_loaders(info, args, ctx):
     return train, loader(info.test, per_rank, train=False, **common)
 
 
+def device_batches(loader, epoch, ctx, args):
+    """The epoch's batches on the device, produced lazily."""
+    for x, y in loader.epoch(epoch):
+        yield to_device(x, y, ctx, args)
+
+
 @torch.no_grad()
 def evaluate(model, loader, ctx, args):
     """Top-1 accuracy (%) and mean CE over the whole split, all-reduced across ranks."""
     model.eval()
     totals = torch.zeros(3, device=ctx.device, dtype=torch.float64)
-    for x, y in loader.epoch(0):
-        x, y = to_device(x, y, ctx, args)
+    for x, y in device_batches(loader, 0, ctx, args):
         with autocast(ctx, args):
             logits = model(x).float()
         totals += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
@@ -155,16 +165,17 @@ def evaluate(model, loader, ctx, args):
     return {"acc": 100 * correct / max(n, 1), "loss": loss / max(n, 1)}
 
 
-def fit(model, objective, frozen, info, args, ctx, meta, out):
-    """Train `model` (a Classifier) with `objective`; `frozen` (or None) maps a batch to the reference logits.
+def fit(model, objective, reference, info, args, ctx, meta, out):
+    """Train `model` (a Classifier) with `objective`; `reference` (or None) maps a batch to the objective's `ref`.
 
     Writes out/checkpoint.pt every epoch, out/best.pt at the best test accuracy, out/metrics.jsonl (one line per
     epoch) and out/summary.json; returns the summary.
     """
     train_loader, test_loader = make_loaders(info, args, ctx)
     prepare(model, ctx, args)
-    if frozen is not None:
-        prepare(frozen, ctx, args).eval().requires_grad_(False)
+    if reference is not None:
+        prepare(reference, ctx, args).eval().requires_grad_(False)
+    stateful = hasattr(reference, "observe")
     optimizer = make_optimizer(model.parameters(), args)
     start, best, history = 0, -1.0, []
     if args.resume and (out / "checkpoint.pt").exists():
@@ -172,6 +183,8 @@ def fit(model, objective, frozen, info, args, ctx, meta, out):
         model.net.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         start, best = state["epoch"], state["best_acc"]
+        if stateful:
+            reference.load_state_dict(state["reference"])
         history = read_metrics(out / "metrics.jsonl")[:start]
         ctx.print(f"resuming {out} after epoch {start} (best test accuracy {best:.2f}%)")
     elif ctx.is_main:
@@ -185,7 +198,11 @@ def fit(model, objective, frozen, info, args, ctx, meta, out):
 
     for epoch in range(start, args.epochs):
         torch.manual_seed(args.seed * 100_003 + epoch)  # in-process randomness replays on resume
-        stats = train_epoch(trained, objective, frozen, train_loader, optimizer, epoch, args, ctx)
+        if stateful:
+            with autocast(ctx, args):
+                model.eval()
+                reference.start_epoch(model, device_batches(train_loader, epoch, ctx, args), ctx)
+        stats = train_epoch(trained, objective, reference, train_loader, optimizer, epoch, args, ctx)
         ctx.broadcast_buffers(model)
         stats.update({f"test_{k}": v for k, v in evaluate(model, test_loader, ctx, args).items()})
         stats["epoch"] = epoch + 1
@@ -199,8 +216,10 @@ def fit(model, objective, frozen, info, args, ctx, meta, out):
             record = dict(meta, epoch=epoch + 1, metrics=stats, state_dict=model.net.state_dict())
             if is_best:
                 checkpoint.save(record, out / "best.pt")
-            checkpoint.save(dict(record, optimizer=optimizer.state_dict(), best_acc=best, args=plain(vars(args))),
-                            out / "checkpoint.pt")
+            resume = dict(optimizer=optimizer.state_dict(), best_acc=best, args=plain(vars(args)))
+            if stateful:
+                resume["reference"] = reference.state_dict()
+            checkpoint.save(dict(record, **resume), out / "checkpoint.pt")
             write_metrics(out / "metrics.jsonl", history)
         ctx.barrier()
 
@@ -212,7 +231,7 @@ def fit(model, objective, frozen, info, args, ctx, meta, out):
     return summary
 
 
-def train_epoch(model, objective, frozen, loader, optimizer, epoch, args, ctx):
+def train_epoch(model, objective, reference, loader, optimizer, epoch, args, ctx):
     model.train()
     steps = len(loader)
     totals = torch.zeros(3, device=ctx.device, dtype=torch.float64)  # loss sum, correct, images
@@ -220,21 +239,22 @@ def train_epoch(model, objective, frozen, loader, optimizer, epoch, args, ctx):
     bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{args.epochs}", disable=args.quiet or not ctx.is_main,
                leave=False, dynamic_ncols=True, file=sys.stdout)
     start = time.perf_counter()
-    for step, (x, y) in enumerate(loader.epoch(epoch)):
+    for step, (x, y) in enumerate(device_batches(loader, epoch, ctx, args)):
         lr = learning_rate(args, epoch + step / steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y = to_device(x, y, ctx, args)
         with autocast(ctx, args):
             logits = model(x)
             with torch.no_grad():
-                ref = frozen(x).float() if frozen is not None else None
+                ref = reference(x).float() if reference is not None else None
         loss = objective(logits.float(), y, ref)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         optimizer.step()
+        if hasattr(reference, "observe"):
+            reference.observe(logits, y, ctx)
         totals += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
                                torch.tensor(len(y), device=ctx.device, dtype=torch.float64)])
         if (step + 1) % args.log_every == 0 or step + 1 == steps:
