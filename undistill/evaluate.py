@@ -1,0 +1,201 @@
+"""Measure a checkpoint's released outputs: top-1, calibration, likelihood, sparsity, KL to a reference, and CMI.
+
+    python -m undistill.evaluate runs/teacher-ce-cnn-s0/checkpoint.pt
+    python -m undistill.evaluate runs/stingy/checkpoint.pt --reference runs/teacher-ce-cnn-s0/checkpoint.pt
+    torchrun --nproc_per_node=8 -m undistill.evaluate runs/in/ce/checkpoint.pt --data-dir /data/imagenet
+
+The model is loaded as a black box (`checkpoint.load_classifier`): a stingy release is measured on the sparse
+logits its users see. On each split of --split (default: test), in eval mode and without augmentation:
+top-1 (%), ECE (--ece-bins equal-width confidence bins), NLL (nats; inf when some label gets probability exactly
+0, as a stingy release does for labels outside its top-k; `label_excluded` is the fraction of such images),
+sparsity at --tau (mean number of classes with probability > --threshold, mean entropy), and with --reference
+KL(model || reference) at --tau (batchmean). CMI_T (metrics.CMIAccumulator) for each of --temperatures over
+--cmi-split (default: the whole training set, without augmentation; with --subset, its per-class subset).
+ImageNet's training images then go through the validation transform (resize 256, center crop 224).
+
+Prints a summary and writes JSON (default: `<checkpoint stem>.eval.json` beside the checkpoint). Python's json
+writes an infinite NLL or KL as `Infinity` (which Python reads back).
+"""
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.utils.data import Subset
+
+from . import UserError, checkpoint, data, distributed
+from .metrics import CMIAccumulator, SplitMetrics
+
+DEFAULT_TEMPERATURES = "1,2,4,8,16,32"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m undistill.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", type=Path, help="checkpoint written by train_teacher.py or distill_student.py")
+    p.add_argument("--reference", type=Path, help="checkpoint to measure KL(model || reference) against")
+    g = p.add_argument_group("measurements")
+    g.add_argument("--split", default="test", choices=["test", "train", "both"],
+                   help="split(s) for top-1, ECE, NLL, sparsity and KL")
+    g.add_argument("--cmi-split", default="train", choices=["train", "test", "none"],
+                   help="split whose CMI is measured (train: the whole training set, without augmentation)")
+    g.add_argument("--temperatures", default=DEFAULT_TEMPERATURES, help="CMI temperatures, comma-separated")
+    g.add_argument("--tau", type=float, default=4.0, help="temperature of the sparsity and KL measurements")
+    g.add_argument("--threshold", type=float, default=1e-3, help="sparsity: count classes above this probability")
+    g.add_argument("--ece-bins", type=int, default=15)
+    data.add_arguments(p)
+    p.set_defaults(dataset=None)  # default: the checkpoint's dataset
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=0, help="which images --subset picks")
+    g.add_argument("--batch-size", type=int, default=256, help="global batch, split across ranks")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                   help="forward precision (auto: bf16 on CUDA); measurements are always accumulated in float64")
+    g.add_argument("--output", type=Path, help="JSON file (default: <checkpoint stem>.eval.json beside it)")
+    return p.parse_args(argv)
+
+
+def parse_temperatures(text):
+    try:
+        temps = [float(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--temperatures {text!r}: give comma-separated numbers, e.g. {DEFAULT_TEMPERATURES}") from None
+    if not temps or any(not (math.isfinite(t) and t > 0) for t in temps) or len(set(temps)) != len(temps):
+        raise UserError(f"--temperatures {text!r}: give distinct positive numbers, e.g. {DEFAULT_TEMPERATURES}")
+    return temps
+
+
+def temperature_key(t):
+    return f"{t:g}"
+
+
+def unaugmented(train, test):
+    """The training set as evaluation sees it: the same images without random augmentation."""
+    if isinstance(train, data.TensorImages):
+        return data.TensorImages(train.images, train.labels)
+    if isinstance(train, Subset):
+        return Subset(unaugmented(train.dataset, test), train.indices)
+    if hasattr(train, "transform") and hasattr(test, "transform"):  # ImageFolder (ImageNet): the val transform
+        view = copy.copy(train)
+        view.transform = test.transform
+        return view
+    raise UserError(f"cannot build an un-augmented view of a {type(train).__name__} training set")
+
+
+def check_args(args):
+    temps = parse_temperatures(args.temperatures)
+    for name in ("tau", "threshold"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            raise UserError(f"--{name} {value} must be a positive number")
+    for name in ("batch_size", "ece_bins"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.workers < 0:
+        raise UserError("--workers must be >= 0")
+    return temps
+
+
+@torch.no_grad()
+def measure(model, reference, dataset, num_classes, args, ctx, want_metrics, temps):
+    """One pass over `dataset`: (SplitMetrics value or None, {T: CMI} or None), all-reduced across ranks."""
+    loader = data.LOADERS[args.loader](dataset, max(1, args.batch_size // ctx.world_size), train=False, seed=0,
+                                       workers=args.workers, rank=ctx.rank, world_size=ctx.world_size,
+                                       pin_memory=ctx.device.type == "cuda")
+    split = SplitMetrics(args.tau, args.ece_bins, args.threshold, reference is not None, ctx.device)
+    cmi = CMIAccumulator(num_classes, temps, ctx.device) if temps else None
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and ctx.device.type == "cuda")
+    autocast = (lambda: torch.autocast(ctx.device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+    for x, y in loader.epoch(0):
+        x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+        if y.numel() and (y.min() < 0 or y.max() >= num_classes):
+            raise UserError(f"labels outside 0..{num_classes - 1} in the data: check --dataset")
+        with autocast():
+            logits = model(x).float()
+            ref = reference(x).float() if reference is not None and want_metrics else None
+        if want_metrics:
+            split.add(logits, y, ref)
+        if cmi is not None:
+            cmi.add(logits, y)
+    metrics = split.reduce(ctx.all_reduce_sum).value() if want_metrics else None
+    return metrics, (cmi.reduce(ctx.all_reduce_sum).value() if cmi is not None else None)
+
+
+def main(args):
+    """Evaluate args.checkpoint; returns the result dict (also written to the JSON file on rank 0)."""
+    temps = check_args(args)
+    ctx = distributed.init(args.device)
+    model, ckpt = checkpoint.load_classifier(args.checkpoint)
+    dataset = args.dataset or ckpt["dataset"]
+    if dataset not in data.NUM_CLASSES:
+        raise UserError(f"{args.checkpoint} was trained on {dataset!r}, which this version cannot load: "
+                        f"pass --dataset ({', '.join(sorted(data.NUM_CLASSES))})")
+    info = data.load(dataset, args.data_dir, args.download, args.subset, args.seed)
+    checkpoint.check_compatible(ckpt, info, "checkpoint")
+    reference = None
+    if args.reference is not None:
+        reference, ref_ckpt = checkpoint.load_classifier(args.reference)
+        checkpoint.check_compatible(ref_ckpt, info, "--reference")
+        reference.to(ctx.device)
+    model.to(ctx.device)
+
+    splits = ["test", "train"] if args.split == "both" else [args.split]
+    views = {"test": info.test, "train": unaugmented(info.train, info.test)}
+    result = {"checkpoint": str(args.checkpoint), "reference": str(args.reference) if args.reference else None,
+              "model": {k: ckpt.get(k) for k in ("arch", "dataset", "num_classes", "role", "method", "settings",
+                                                 "release", "epoch")},
+              "settings": {"tau": args.tau, "threshold": args.threshold, "ece_bins": args.ece_bins,
+                           "temperatures": temps, "cmi_split": args.cmi_split, "subset": args.subset,
+                           "precision": args.precision, "world_size": ctx.world_size}}
+    start = time.perf_counter()
+    for name in dict.fromkeys(splits + ([args.cmi_split] if args.cmi_split != "none" else [])):
+        metrics, cmi = measure(model, reference, views[name], info.num_classes, args, ctx, name in splits,
+                               temps if name == args.cmi_split else None)
+        if metrics is not None:
+            result[name] = metrics
+        if cmi is not None:
+            result["cmi"] = {temperature_key(t): v for t, v in cmi.items()}
+    result["time_s"] = time.perf_counter() - start
+
+    out = args.output or args.checkpoint.with_name(f"{args.checkpoint.stem}.eval.json")
+    if ctx.is_main:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(out)
+    ctx.print(summary(result, info, out))
+    ctx.barrier()
+    return result
+
+
+def summary(result, info, out):
+    m = result["model"]
+    release = m.get("release")
+    lines = [f"{result['checkpoint']}: {m.get('role')} {m.get('method')} {m.get('arch')} on {info.name}"
+             + (f", released {release['name']}-{release['variant']} k={release['k']}" if release else "")]
+    tau, threshold = result["settings"]["tau"], result["settings"]["threshold"]
+    for name in ("test", "train"):
+        if name in result:
+            r = result[name]
+            line = (f"{name} ({r['images']} images): top-1 {r['acc']:.2f}%  ECE {r['ece']:.4f}  NLL {r['nll']:.4f}"
+                    + (f" ({100 * r['label_excluded']:.1f}% of labels at probability 0)" if r["label_excluded"]
+                       else "")
+                    + f"  tau={tau:g}: {r['active_classes']:.2f} classes > {threshold:g}, entropy "
+                      f"{r['entropy']:.4f} nats")
+            if "kl_to_reference" in r:
+                line += f"  KL(model||reference) {r['kl_to_reference']:.4f}"
+            lines.append(line)
+    if "cmi" in result:
+        lines.append(f"CMI over {result['settings']['cmi_split']}: "
+                     + "  ".join(f"T={t} {v:.4g}" for t, v in result["cmi"].items()))
+    lines.append(f"-> {out}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    distributed.run(main, parse_args(sys.argv[1:]))
