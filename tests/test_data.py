@@ -7,12 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.io import write_jpeg, write_png
+from PIL import Image
 
 from undistill import UserError, data
-
-# torchvision 0.29 deprecates its image codecs (used here and by undistill.data) with one warning per call
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 
 CIFAR_TAR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg.tar.gz"
 # Created in this (unsorted) order on purpose: labels must follow the sorted folder names.
@@ -23,13 +20,18 @@ def solid(value, size, channels=3):
     return torch.full((channels, size, size), value, dtype=torch.uint8)
 
 
+def write_image(image, path):
+    """A uint8 CHW tensor as an image file (format from the suffix: PNG is lossless, JPEG is not)."""
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+
+
 def write_image_folder(split_dir, names, per_class, size=32):
     """split_dir/<name>/<j>.png, every pixel of image j of the class with sorted index c equal to 20 c + j."""
     for name in names:
         c = sorted(names).index(name)
         (split_dir / name).mkdir(parents=True)
         for j in range(per_class):
-            write_png(solid(20 * c + j, size), str(split_dir / name / f"{j}.png"))
+            write_image(solid(20 * c + j, size), split_dir / name / f"{j}.png")
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,7 @@ def test_cifar10_second_load_uses_the_cache(cifar_tree, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(data, "decode_image", no_decoding)
+    monkeypatch.setattr(data, "decode_rgb", no_decoding)
     second = data.load("cifar10", cifar_tree)
     assert torch.equal(second.train.images, first.train.images)
     assert torch.equal(second.train.labels, first.train.labels)
@@ -143,7 +145,7 @@ def test_real_cifar10_slice(real_cifar_slice):
 def test_real_cifar10_airplane_is_label_0(real_cifar_slice):
     info = data.load("cifar10", real_cifar_slice)
     airplane = sorted((real_cifar_slice / "train" / "airplane").iterdir())[0]
-    x = data.decode_image(str(airplane), mode=data.ImageReadMode.RGB)
+    x = data.decode_rgb(airplane)
     matches = [i for i, img in enumerate(info.train.images) if torch.equal(img, x)]
     assert matches and all(info.train.labels[i] == 0 for i in matches)
 
@@ -157,12 +159,12 @@ VAL_CLASSES = [3, 150, 0, 199, 42]
 def write_tinyimagenet(root, annotations=True):
     for wnid in WNIDS:
         (root / "train" / wnid / "images").mkdir(parents=True)
-        write_jpeg(solid(128, 64), str(root / "train" / wnid / "images" / f"{wnid}_0.JPEG"))
+        write_image(solid(128, 64), root / "train" / wnid / "images" / f"{wnid}_0.JPEG")
         (root / "train" / wnid / f"{wnid}_boxes.txt").write_text(f"{wnid}_0.JPEG\t0\t0\t63\t63\n")
     (root / "val" / "images").mkdir(parents=True)
     lines = []
     for i, c in enumerate(VAL_CLASSES):
-        write_jpeg(solid(64, 64), str(root / "val" / "images" / f"val_{i}.JPEG"))
+        write_image(solid(64, 64), root / "val" / "images" / f"val_{i}.JPEG")
         lines.append(f"val_{i}.JPEG\t{WNIDS[c]}\t0\t0\t63\t63")
     if annotations:
         (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
@@ -193,7 +195,7 @@ def write_imagenet(root, num_classes):
         for c in range(num_classes):
             d = root / split / f"n{c:08d}"
             d.mkdir(parents=True)
-            write_jpeg(solid(100, 8), str(d / f"{c}.JPEG"))
+            write_image(solid(100, 8), d / f"{c}.JPEG")
 
 
 def test_imagenet_with_three_classes_is_refused(tmp_path):

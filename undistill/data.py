@@ -9,10 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from . import UserError
@@ -189,7 +190,7 @@ def decode_cached(files, cache):
         if cached.get("files") == key:
             return cached["images"], cached["labels"]
     with ThreadPoolExecutor(os.cpu_count()) as pool:
-        images = list(pool.map(lambda f: decode_image(f, mode=ImageReadMode.RGB), paths))
+        images = list(pool.map(decode_rgb, paths))
     sizes = {tuple(x.shape) for x in images}
     if len(sizes) != 1:
         raise UserError(f"images under {cache.parent} differ in size ({sorted(sizes)[:3]}...): resize them first")
@@ -201,6 +202,11 @@ def decode_cached(files, cache):
     except OSError:
         pass  # a read-only dataset directory only costs a re-decode next time
     return images, labels
+
+
+def decode_rgb(path):
+    with Image.open(path) as image:
+        return torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
 def labels_of(dataset):
