@@ -206,7 +206,7 @@ def decode_cached(files, cache):
 
 def decode_rgb(path):
     with Image.open(path) as image:
-        return torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
 def labels_of(dataset):
