@@ -31,6 +31,7 @@ def test_verdict_flips_at_the_ls_student_accuracy(tmp_path, kd_acc, undistillabl
     assert row["undistillable"] is undistillable
     assert row["student_vs_ls"] == pytest.approx(kd_acc - 81.0)
     assert row["teacher"] == "ce cnn" and row["teacher_vs_ce"] == 0
+    assert row["attack"] == "kd(alpha=0.9,tau=4.0)"
 
 
 def test_seeds_are_averaged_with_their_spread(tmp_path):
@@ -40,14 +41,15 @@ def test_seeds_are_averaged_with_their_spread(tmp_path):
     assert report.fmt((mean, std, n)) == "81.00 ± 1.41 (n=2)"
 
 
-def test_stingy_teacher_is_named_by_its_k_and_markdown_shows_the_verdict(tmp_path):
+def test_methods_are_named_by_their_settings_and_markdown_shows_the_verdict(tmp_path):
     write_run(tmp_path, "ce", "teacher", "ce", 90.0)
     stingy = write_run(tmp_path, "stingy", "teacher", "stingy", 90.0, variant="top", k=2, ratio=0.2)
     write_run(tmp_path, "ls", "student", "ls", 80.0)
     write_run(tmp_path, "kd", "student", "kd", 60.0, teacher=str(stingy))
     rows, baselines = report.verdict_rows(report.collect([tmp_path]))
-    assert [r["teacher"] for r in rows] == ["stingy(k=2) cnn"]
+    assert [r["teacher"] for r in rows] == ["stingy(variant=top,k=2,ratio=0.2) cnn"]
     text = report.markdown(rows, baselines)
-    assert "| cifar10 | stingy(k=2) cnn | 90.00 | +0.00 | kd | cnn | 60.00 | -20.00 | **yes** |" in text
+    assert ("| cifar10 | stingy(variant=top,k=2,ratio=0.2) cnn | 90.00 | +0.00 | kd | cnn | 60.00 | -20.00 "
+            "| **yes** |") in text
     report.write_csv(rows, tmp_path / "t.csv")
     assert (tmp_path / "t.csv").read_text().splitlines()[1].endswith(",True")

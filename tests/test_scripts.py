@@ -62,13 +62,15 @@ def test_nasty_teacher_trains_against_its_adversary(ce_teacher, tmp_path):
     assert settings == {"omega": 0.04, "tau": 4.0, "adversary": str(ce_teacher)}
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
-    argv = ["--attack", "kd", "--teacher"]  # resume must also replay a frozen model's contribution
-    teacher = train(train_teacher, tmp_path, "t", "--epochs", "1") / "checkpoint.pt"
-    schedule = ["--milestones", "1", "--opt", "sgd", "--lr", "0.05"]
-    full = train(distill_student, tmp_path, "full", *argv, str(teacher), "--epochs", "2", *schedule)
-    part = train(distill_student, tmp_path, "part", *argv, str(teacher), "--epochs", "1", *schedule)
-    train(distill_student, tmp_path, "part", *argv, str(teacher), "--epochs", "2", *schedule, "--resume")
+@pytest.mark.parametrize("kind", ["kd student", "cmim teacher"])
+def test_resume_equals_uninterrupted_run(tmp_path, ce_teacher, kind):
+    # Resume must replay a frozen teacher's contribution (kd) and restore a stateful reference (CMIM centroids).
+    script, argv = ((distill_student, ["--attack", "kd", "--teacher", str(ce_teacher)]) if kind == "kd student"
+                    else (train_teacher, ["--defense", "cmim", "--centroids", "ema"]))
+    argv += ["--milestones", "1", "--opt", "sgd", "--lr", "0.05"]
+    full = train(script, tmp_path, "full", *argv, "--epochs", "2")
+    part = train(script, tmp_path, "part", *argv, "--epochs", "1")
+    train(script, tmp_path, "part", *argv, "--epochs", "2", "--resume")
     a, b = (torch.load(d / "checkpoint.pt", weights_only=True) for d in (full, part))
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key

@@ -23,12 +23,18 @@ def collect(roots):
     return runs
 
 
+PATH_SETTINGS = {"adversary", "from", "teacher"}  # which run a model came from, not how it was made
+
+
+def method_name(run):
+    """The method and its settings, e.g. nasty(omega=0.04,tau=4.0): runs that differ only in seed share it."""
+    settings = {k: v for k, v in (run.get("settings") or {}).items() if k not in PATH_SETTINGS}
+    text = ",".join(f"{k}={'/'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in settings.items())
+    return f"{run['method']}({text})" if text else run["method"]
+
+
 def teacher_name(run):
-    method, settings = run["method"], run.get("settings") or {}
-    if method == "stingy":
-        variant = settings.get("variant", "top")
-        method = f"stingy{'' if variant == 'top' else '-' + variant}(k={settings['k']})"
-    return f"{method} {run['arch']}"
+    return f"{method_name(run)} {run['arch']}"
 
 
 def mean_std(values):
@@ -57,7 +63,7 @@ def verdict_rows(runs):
         teacher = teachers.get(str(Path(r["settings"]["teacher"]).resolve().parent))
         if teacher is None:
             continue  # its teacher's run is not among the collected directories
-        key = (r["dataset"], teacher_name(teacher), r["method"], r["arch"])
+        key = (r["dataset"], teacher_name(teacher), method_name(r), r["arch"])
         groups.setdefault(key, []).append(r["last_acc"])
         teacher_accs.setdefault(key, {})[teacher["dir"]] = teacher["last_acc"]
     ce_teachers = {}
