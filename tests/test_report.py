@@ -49,7 +49,17 @@ def test_methods_are_named_by_their_settings_and_markdown_shows_the_verdict(tmp_
     rows, baselines = report.verdict_rows(report.collect([tmp_path]))
     assert [r["teacher"] for r in rows] == ["stingy(variant=top,k=2,ratio=0.2) cnn"]
     text = report.markdown(rows, baselines)
-    assert ("| cifar10 | stingy(variant=top,k=2,ratio=0.2) cnn | 90.00 | +0.00 | kd | cnn | 60.00 | -20.00 "
+    assert ("| cifar10 | stingy(variant=top,k=2,ratio=0.2) cnn | 90.00 | +0.00 | - | - | kd | cnn | 60.00 | -20.00 "
             "| **yes** |") in text
     report.write_csv(rows, tmp_path / "t.csv")
     assert (tmp_path / "t.csv").read_text().splitlines()[1].endswith(",True")
+
+
+def test_evaluated_teachers_show_ece_and_cmi_at_the_chosen_temperature(tmp_path):
+    ce = write_run(tmp_path, "ce", "teacher", "ce", 90.0)
+    (ce.parent / "checkpoint.eval.json").write_text(json.dumps(
+        {"test": {"ece": 0.05}, "cmi": {"1": 0.9, "4": 0.3}}))
+    write_run(tmp_path, "ls", "student", "ls", 80.0)
+    write_run(tmp_path, "kd", "student", "kd", 85.0, teacher=str(ce))
+    [row], _ = report.verdict_rows(report.collect([tmp_path]), cmi_temperature=4.0)
+    assert (row["teacher_ece"], row["teacher_cmi"]) == (0.05, 0.3)

@@ -2,6 +2,9 @@
 
     python -m undistill.report runs/quickstart [more run dirs ...] [--csv table.csv] [--markdown table.md]
 
+Teachers whose run directory holds `checkpoint.eval.json` (written by `python -m undistill.evaluate`) also get
+their ECE and CMI at `--cmi-temperature`.
+
 A teacher is undistillable against an attack when the student distilled from it does not beat the
 label-smoothing (ls) student of the same architecture, trained on the same data without any teacher.
 Runs that differ only in --seed are averaged (mean ± std).
@@ -19,7 +22,11 @@ def collect(roots):
     runs = []
     for root in roots:
         for path in sorted(Path(root).rglob("summary.json")):
-            runs.append(dict(json.loads(path.read_text()), dir=str(path.parent.resolve())))
+            run = dict(json.loads(path.read_text()), dir=str(path.parent.resolve()))
+            measured = path.parent / "checkpoint.eval.json"
+            if measured.is_file():
+                run["eval"] = json.loads(measured.read_text())
+            runs.append(run)
     return runs
 
 
@@ -49,14 +56,22 @@ def fmt(stat):
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f} (n={n})"
 
 
-def verdict_rows(runs):
+def measured(teacher_runs, cmi_temperature):
+    """Mean test ECE and CMI at the temperature over the teacher runs that were evaluated, or None."""
+    evals = [t["eval"] for t in teacher_runs if "eval" in t]
+    ece = [e["test"]["ece"] for e in evals if "test" in e]
+    cmi = [e["cmi"][key] for e in evals for key in (e.get("cmi") or {}) if float(key) == cmi_temperature]
+    return (statistics.mean(ece) if ece else None), (statistics.mean(cmi) if cmi else None)
+
+
+def verdict_rows(runs, cmi_temperature=4.0):
     """One row per (teacher, attack, student architecture), accuracies averaged over seeds."""
     teachers = {r["dir"]: r for r in runs if r["role"] == "teacher"}
     baselines = {}
     for r in runs:
         if r["role"] == "student" and r["method"] in ("ls", "scratch"):
             baselines.setdefault((r["dataset"], r["method"], r["arch"]), []).append(r["last_acc"])
-    groups, teacher_accs = {}, {}
+    groups, teacher_runs = {}, {}
     for r in runs:
         if r["role"] != "student" or "teacher" not in (r.get("settings") or {}):
             continue
@@ -65,7 +80,7 @@ def verdict_rows(runs):
             continue  # its teacher's run is not among the collected directories
         key = (r["dataset"], teacher_name(teacher), method_name(r), r["arch"])
         groups.setdefault(key, []).append(r["last_acc"])
-        teacher_accs.setdefault(key, {})[teacher["dir"]] = teacher["last_acc"]
+        teacher_runs.setdefault(key, {})[teacher["dir"]] = teacher
     ce_teachers = {}
     for t in teachers.values():
         if t["method"] == "ce":
@@ -73,12 +88,14 @@ def verdict_rows(runs):
     rows = []
     for (dataset, teacher, attack, arch), accs in sorted(groups.items()):
         student, ls = mean_std(accs), baselines.get((dataset, "ls", arch))
-        t_acc = mean_std(list(teacher_accs[(dataset, teacher, attack, arch)].values()))
+        t_runs = list(teacher_runs[(dataset, teacher, attack, arch)].values())
+        t_acc = mean_std([t["last_acc"] for t in t_runs])
+        ece, cmi = measured(t_runs, cmi_temperature)
         ce = ce_teachers.get((dataset, teacher.split()[-1]))
         ls_mean = statistics.mean(ls) if ls else None
         rows.append({
             "dataset": dataset, "teacher": teacher, "teacher_acc": t_acc,
-            "teacher_vs_ce": t_acc[0] - statistics.mean(ce) if ce else None,
+            "teacher_vs_ce": t_acc[0] - statistics.mean(ce) if ce else None, "teacher_ece": ece, "teacher_cmi": cmi,
             "attack": attack, "student": arch, "student_acc": student,
             "ls_student_acc": mean_std(ls) if ls else None,
             "student_vs_ls": student[0] - ls_mean if ls else None,
@@ -88,13 +105,14 @@ def verdict_rows(runs):
 
 
 def markdown(rows, baselines):
-    lines = ["| dataset | teacher | teacher acc | vs CE teacher | attack | student | student acc | vs LS student "
-             "| undistillable |", "|" + "---|" * 9]
+    lines = ["| dataset | teacher | teacher acc | vs CE teacher | ECE | CMI | attack | student | student acc "
+             "| vs LS student | undistillable |", "|" + "---|" * 11]
     for r in rows:
         verdict = {True: "**yes**", False: "no", None: "? (no ls student)"}[r["undistillable"]]
+        ece, cmi = (("-" if v is None else f"{v:.4f}") for v in (r["teacher_ece"], r["teacher_cmi"]))
         lines.append(f"| {r['dataset']} | {r['teacher']} | {fmt(r['teacher_acc'])} | {signed(r['teacher_vs_ce'])} "
-                     f"| {r['attack']} | {r['student']} | {fmt(r['student_acc'])} | {signed(r['student_vs_ls'])} "
-                     f"| {verdict} |")
+                     f"| {ece} | {cmi} | {r['attack']} | {r['student']} | {fmt(r['student_acc'])} "
+                     f"| {signed(r['student_vs_ls'])} | {verdict} |")
     if baselines:
         lines.append("")
         lines.append("Baselines (no teacher): " + "; ".join(
@@ -109,11 +127,13 @@ def signed(x):
 def write_csv(rows, path):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["dataset", "teacher", "teacher_acc", "teacher_acc_std", "teacher_vs_ce", "attack", "student",
+        w.writerow(["dataset", "teacher", "teacher_acc", "teacher_acc_std", "teacher_vs_ce", "teacher_ece",
+                    "teacher_cmi", "attack", "student",
                     "student_acc", "student_acc_std", "seeds", "ls_student_acc", "student_vs_ls", "undistillable"])
         for r in rows:
             s, t = r["student_acc"], r["teacher_acc"]
-            w.writerow([r["dataset"], r["teacher"], f"{t[0]:.4f}", t[1] or "", r["teacher_vs_ce"], r["attack"],
+            w.writerow([r["dataset"], r["teacher"], f"{t[0]:.4f}", t[1] or "", r["teacher_vs_ce"], r["teacher_ece"],
+                        r["teacher_cmi"], r["attack"],
                         r["student"], f"{s[0]:.4f}", s[1] or "", s[2],
                         r["ls_student_acc"][0] if r["ls_student_acc"] else "", r["student_vs_ls"],
                         r["undistillable"]])
@@ -124,11 +144,12 @@ def main(argv=None):
     p.add_argument("runs", nargs="+", type=Path, help="directories searched for summary.json files")
     p.add_argument("--csv", type=Path, help="also write the table as CSV")
     p.add_argument("--markdown", type=Path, help="also write the table as markdown")
+    p.add_argument("--cmi-temperature", type=float, default=4.0, help="which temperature's CMI the table shows")
     args = p.parse_args(argv)
     runs = collect(args.runs)
     if not runs:
         sys.exit(f"error: no summary.json under {', '.join(map(str, args.runs))}: point at run directories")
-    rows, baselines = verdict_rows(runs)
+    rows, baselines = verdict_rows(runs, args.cmi_temperature)
     table = markdown(rows, baselines)
     print(table)
     if args.markdown:
