@@ -117,7 +117,19 @@ def cmi(logits, y, num_classes, temperatures):
 
 # ---- accumulators over a dataset (streaming, all-reducible) ----
 
-class CMIAccumulator:
+class Summable:
+    """Accumulator state that sums across ranks: subclasses list their tensors in `tensors()`."""
+
+    def reduce(self, reduce_sum):
+        """Apply `reduce_sum` (e.g. `ctx.all_reduce_sum`, in place or returning the sum) to every state tensor."""
+        for t in self.tensors():
+            out = reduce_sum(t)
+            if out is not None and out is not t:
+                t.copy_(out)
+        return self
+
+
+class CMIAccumulator(Summable):
     """CMI_T = (1/N) sum_x KL(p_x || Q_y(x)), p_x = softmax_T(z_x), Q_y = (1/n_y) sum_{x in y} p_x, in one pass.
 
     The centroid Q_y is the mean of the transformed outputs (not the transform of the mean logits). One pass
@@ -157,14 +169,6 @@ class CMIAccumulator:
         """The state to all-reduce (sum) across ranks, in place."""
         return [self.counts, self.prob_sums, self.plogp_sums]
 
-    def reduce(self, reduce_sum):
-        """Apply `reduce_sum` (e.g. `ctx.all_reduce_sum`, in place or returning the sum) to every state tensor."""
-        for t in self.tensors():
-            out = reduce_sum(t)
-            if out is not None and out is not t:
-                t.copy_(out)
-        return self
-
     def per_class(self):
         """(len(T), K) float64: sum over class y's samples of KL(p_x || Q_y) (>= 0; rounding clamped)."""
         n = self.counts.clamp_min(1).view(1, -1, 1)
@@ -180,7 +184,7 @@ class CMIAccumulator:
         return {t: v / n for t, v in zip(self.temperatures, totals)}
 
 
-class SplitMetrics:
+class SplitMetrics(Summable):
     """Streaming top-1, ECE, NLL, sparsity at tau and (optionally) KL to a reference over a split: float64 sums
     on `device`, all-reducible across ranks through `tensors()`; `value()` gives the means over all samples."""
 
@@ -212,13 +216,6 @@ class SplitMetrics:
     def tensors(self):
         """The state to all-reduce (sum) across ranks, in place."""
         return [self.sums, self.bins]
-
-    def reduce(self, reduce_sum):
-        for t in self.tensors():
-            out = reduce_sum(t)
-            if out is not None and out is not t:
-                t.copy_(out)
-        return self
 
     def value(self):
         """{images, acc (%), ece, nll, label_excluded (fraction of labels with probability exactly 0),
