@@ -4,6 +4,7 @@ Every dataset yields uint8 CHW images and integer labels. Normalization happens 
 (models.Classifier), so one batch can feed a teacher and a student that each carry their own statistics.
 Small-image datasets (mnist5k, CIFAR, Tiny-ImageNet) are decoded once into one uint8 tensor; ImageNet stays on disk.
 """
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -195,12 +196,10 @@ def decode_cached(files, cache):
     if len(sizes) != 1:
         raise UserError(f"images under {cache.parent} differ in size ({sorted(sizes)[:3]}...): resize them first")
     images, labels = torch.stack(images), torch.tensor([label for _, label in files])
-    try:
+    with contextlib.suppress(OSError):  # a read-only dataset directory only costs a re-decode next time
         tmp = cache.with_suffix(".tmp")
         torch.save({"files": key, "images": images, "labels": labels}, tmp)
         os.replace(tmp, cache)
-    except OSError:
-        pass  # a read-only dataset directory only costs a re-decode next time
     return images, labels
 
 
