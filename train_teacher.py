@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from undistill import UserError, checkpoint, data, distributed, engine, models
+from undistill import UserError, checkpoint, data, distributed, engine, metrics, models
 from undistill.defenses import (DEFENSES, FROZEN_MODEL, NASTY_SETTINGS, STINGY_RATIO, STINGY_VARIANTS,
                                 ClassCentroids, stingy_k)
 
@@ -25,8 +25,7 @@ def parse_args(argv=None):
     g.add_argument("--omega", type=float, help="nasty: weight of the KL term")
     g.add_argument("--tau", type=float, help="nasty: temperature tau_A")
     g.add_argument("--cmi-weight", type=float, default=0.5, help="cmim: lambda, the weight of the CMI term")
-    g.add_argument("--temperatures", default="1,2,4,8,16,32", type=lambda s: [float(t) for t in s.split(",")],
-                   help="cmim: the temperature grid")
+    g.add_argument("--temperatures", default=metrics.DEFAULT_TEMPERATURES, help="cmim: the temperature grid")
     g.add_argument("--cmi-agg", default="mean", choices=["mean", "max", "t2mean"],
                    help="cmim: how the grid's CMI terms combine (t2mean: mean of T^2 CMI_T)")
     g.add_argument("--centroids", default="ema", choices=["ema", "epoch"],
@@ -62,6 +61,7 @@ def main(args):
         reference, ckpt = checkpoint.load_classifier(path)
         checkpoint.check_compatible(ckpt, info, FROZEN_MODEL[args.defense])
     elif args.defense == "cmim":  # its reference: class centroids, not a model
+        args.temperatures = metrics.parse_temperatures(args.temperatures)
         reference = ClassCentroids(info.num_classes, args.temperatures, args.centroids, args.centroid_momentum)
 
     torch.manual_seed(args.seed)  # the same initialization for the same seed, on every run

@@ -24,7 +24,8 @@ def evaluated(ce_teacher, tmp_path_factory):
     ce = run(ce_teacher, "--reference", ce_teacher, "--output", tmp / "ce.json", *FAST)
     sparse = run(stingy / "checkpoint.pt", "--reference", ce_teacher, *FAST)  # default output: beside it
     assert json.loads((tmp / "ce.json").read_text()) == ce
-    return ce, json.loads((stingy / "checkpoint.eval.json").read_text())
+    assert json.loads((stingy / "checkpoint.eval.json").read_text()) == sparse
+    return ce, sparse
 
 
 def test_stingy_release_keeps_accuracy_and_is_sparse(evaluated):

@@ -28,10 +28,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from . import UserError, checkpoint, data, distributed
+from . import UserError, checkpoint, data, distributed, metrics
 from .metrics import CMIAccumulator, SplitMetrics
 
-DEFAULT_TEMPERATURES = "1,2,4,8,16,32"
 
 
 def parse_args(argv=None):
@@ -44,7 +43,7 @@ def parse_args(argv=None):
                    help="split(s) for top-1, ECE, NLL, sparsity and KL")
     g.add_argument("--cmi-split", default="train", choices=["train", "test", "none"],
                    help="split whose CMI is measured (train: the whole training set, without augmentation)")
-    g.add_argument("--temperatures", default=DEFAULT_TEMPERATURES, help="CMI temperatures, comma-separated")
+    g.add_argument("--temperatures", default=metrics.DEFAULT_TEMPERATURES, help="CMI temperatures, comma-separated")
     g.add_argument("--tau", type=float, default=4.0, help="temperature of the sparsity and KL measurements")
     g.add_argument("--threshold", type=float, default=1e-3, help="sparsity: count classes above this probability")
     g.add_argument("--ece-bins", type=int, default=15)
@@ -58,16 +57,6 @@ def parse_args(argv=None):
                    help="forward precision (auto: bf16 on CUDA); measurements are always accumulated in float64")
     g.add_argument("--output", type=Path, help="JSON file (default: <checkpoint stem>.eval.json beside it)")
     return p.parse_args(argv)
-
-
-def parse_temperatures(text):
-    try:
-        temps = [float(t) for t in str(text).split(",") if t.strip()]
-    except ValueError:
-        raise UserError(f"--temperatures {text!r}: give comma-separated numbers, e.g. {DEFAULT_TEMPERATURES}") from None
-    if not temps or any(not (math.isfinite(t) and t > 0) for t in temps) or len(set(temps)) != len(temps):
-        raise UserError(f"--temperatures {text!r}: give distinct positive numbers, e.g. {DEFAULT_TEMPERATURES}")
-    return temps
 
 
 def temperature_key(t):
@@ -88,7 +77,7 @@ def unaugmented(train, test):
 
 
 def check_args(args):
-    temps = parse_temperatures(args.temperatures)
+    temps = metrics.parse_temperatures(args.temperatures)
     for name in ("tau", "threshold"):
         value = getattr(args, name)
         if not (math.isfinite(value) and value > 0):

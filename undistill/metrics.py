@@ -17,6 +17,20 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import UserError
+
+DEFAULT_TEMPERATURES = "1,2,4,8,16,32"  # the CMI grid of CMIM and of the measurements
+
+
+def parse_temperatures(text):
+    try:
+        temps = [float(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--temperatures {text!r}: give comma-separated numbers, e.g. {DEFAULT_TEMPERATURES}") from None
+    if not temps or any(not (math.isfinite(t) and t > 0) for t in temps) or len(set(temps)) != len(temps):
+        raise UserError(f"--temperatures {text!r}: give distinct positive numbers, e.g. {DEFAULT_TEMPERATURES}")
+    return temps
+
 
 def _log_probs(logits, temperature=1.0):
     """(p, log p) of softmax(z / T) in float64; p is exactly 0 where z = -inf."""
