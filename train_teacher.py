@@ -60,6 +60,9 @@ def main(args):
                             "(a teacher trained with --defense ce)")
         reference, ckpt = checkpoint.load_classifier(path)
         checkpoint.check_compatible(ckpt, info, FROZEN_MODEL[args.defense])
+        if ckpt.get("release"):  # its -inf logits make the KL to it infinite
+            raise UserError(f"{path} is a {ckpt['release']['name']} release, whose sparse logits give an infinite "
+                            f"KL: pass the teacher it wraps ({ckpt['settings'].get('from')}) as --adversary")
     elif args.defense == "cmim":  # its reference: class centroids, not a model
         args.temperatures = metrics.parse_temperatures(args.temperatures)
         reference = ClassCentroids(info.num_classes, args.temperatures, args.centroids, args.centroid_momentum)

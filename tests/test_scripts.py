@@ -8,7 +8,7 @@ from PIL import Image
 import distill_student
 import train_teacher
 from conftest import TINY, run_script
-from undistill import UserError, checkpoint, data, engine
+from undistill import UserError, checkpoint, data, engine, report
 from undistill.distributed import Context
 
 
@@ -55,6 +55,30 @@ def test_stingy_release_feeds_kd_and_keeps_teacher_accuracy(ce_teacher, tmp_path
     assert torch.load(student / "checkpoint.pt", weights_only=True)["role"] == "student"
 
 
+@pytest.mark.parametrize("attack, extra", [("kd", ["--no-labels"]), ("htc", []), ("dkd", []), ("scm", []),
+                                           ("skeptical", ["--arch", "resnetc20"])])
+def test_every_attack_distills_from_a_subset(ce_teacher, tmp_path, attack, extra):
+    # TINY already takes 20 images per class (--subset), the limited-data setting of seed 001 / seed 002
+    out = train(distill_student, tmp_path, attack, "--attack", attack, "--teacher", str(ce_teacher),
+                "--epochs", "1", *extra)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == attack and 0 <= summary["last_acc"] <= 100
+    assert summary["args"]["subset"] == 20
+
+
+def test_scm_distills_from_a_sequence_of_teachers(ce_teacher, tmp_path):
+    nasty = train(train_teacher, tmp_path, "nasty", "--defense", "nasty", "--adversary", str(ce_teacher),
+                  "--epochs", "1") / "checkpoint.pt"
+    out = train(distill_student, tmp_path, "scm", "--attack", "scm", "--teacher", str(nasty), str(ce_teacher),
+                "--epochs", "1")
+    settings = json.loads((out / "summary.json").read_text())["settings"]
+    assert settings["teacher"] == [str(nasty), str(ce_teacher)] and settings["ensemble"] == 2
+    assert settings["multiplier"] == settings["tau"] ** 2 == 16.0
+    rows, _ = report.verdict_rows(report.collect([tmp_path]))
+    assert [(r["teacher"].split("(")[0], r["attack"]) for r in rows] == [
+        ("nasty", "scm(alpha=0.9,tau=4.0,multiplier=16.0,ensemble=2)")]  # reported against the first teacher
+
+
 def test_nasty_teacher_trains_against_its_adversary(ce_teacher, tmp_path):
     out = train(train_teacher, tmp_path, "nasty", "--defense", "nasty", "--adversary", str(ce_teacher),
                 "--epochs", "1")
@@ -91,6 +115,8 @@ def test_existing_run_is_not_overwritten(ce_teacher):
     (["train_teacher.py", "--defense", "nasty"], "needs --adversary"),
     (["distill_student.py", "--attack", "kd", "--teacher", "missing.pt"], "does not exist"),
     (["train_teacher.py", "--dataset", "cifar10"], "needs --data-dir"),
+    (["distill_student.py", "--attack", "dkd", "--no-labels", "--teacher", "t.pt"], "--no-labels works with"),
+    (["distill_student.py", "--attack", "skeptical", "--teacher", "README.md"], "corrupt"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, message, tmp_path):
     proc = run_script(*argv, "--output", str(tmp_path / "x"), check=False)
@@ -146,3 +172,12 @@ def test_both_scripts_under_torchrun_with_two_processes(ce_teacher, tmp_path):
         test_loader = engine.make_loaders(data.load("mnist5k"), args, Context())[1]
         reported = json.loads((out / "summary.json").read_text())["last_acc"]
         assert engine.evaluate(model, test_loader, Context(), args)["acc"] == pytest.approx(reported)
+
+
+def test_skeptical_student_under_torchrun_through_its_delay(ce_teacher, tmp_path):
+    # Before the delay only the final head has a loss: DDP still needs every head in the graph.
+    out = tmp_path / "skeptical"
+    proc = run_script("distill_student.py", *TINY, "--arch", "resnetc20", "--epochs", "2", "--kd-delay", "1",
+                      "--attack", "skeptical", "--teacher", str(ce_teacher), "--output", str(out), nproc=2)
+    assert proc.stdout.count("done:") == 1
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2

@@ -55,17 +55,18 @@ def load_classifier(path):
     """The checkpoint as a frozen Classifier in eval mode (normalization and release transform included), and
     its dict."""
     ckpt = load(path)
-    net = models.build(ckpt["arch"], ckpt["num_classes"])
+    net = models.build(ckpt["arch"], ckpt["num_classes"], heads=ckpt.get("heads"))
     net.load_state_dict(ckpt["state_dict"])
     model = models.Classifier(net, ckpt["mean"], ckpt["std"], release_transform(ckpt.get("release")))
     return model.eval().requires_grad_(False), ckpt
 
 
-def describe(info, arch, role, method, settings, release=None):
-    """The checkpoint fields that say what a model is (everything but weights and progress)."""
+def describe(info, arch, role, method, settings, release=None, heads=None):
+    """The checkpoint fields that say what a model is (everything but weights and progress). `heads`: the
+    auxiliary heads the network carries (models.HEADS); in eval mode it still answers with its final head."""
     return dict(format=FORMAT, arch=arch, num_classes=info.num_classes, dataset=info.name,
                 image_size=info.image_size, mean=list(info.mean), std=list(info.std), role=role, method=method,
-                settings=settings, release=release)
+                settings=settings, release=release, heads=heads)
 
 
 def check_compatible(ckpt, info, what):

@@ -4,7 +4,9 @@ gets a model to train, an objective `(logits, y, ref) -> loss` and optionally a 
 output on the batch is `ref`. A frozen teacher or adversary is one (eval mode, no gradient, outside DDP). A
 reference may also keep state from the training outputs (CMIM's class centroids): it then has
 `observe(logits, y, ctx)`, called after every step, and `start_epoch(model, batches, ctx)`, and its state is
-saved for exact resume.
+saved for exact resume. An objective with an `epoch` parameter is given the current epoch (0-based). A model
+may return several heads as one (heads, batch, classes) tensor, final head first (the skeptical student):
+accuracy and any reference's `observe` then read the final head.
 """
 import functools
 import inspect
@@ -202,7 +204,9 @@ def fit(model, objective, reference, info, args, ctx, meta, out):
             with autocast(ctx, args):
                 model.eval()
                 reference.start_epoch(model, device_batches(train_loader, epoch, ctx, args), ctx)
-        stats = train_epoch(trained, objective, reference, train_loader, optimizer, epoch, args, ctx)
+        step_objective = (functools.partial(objective, epoch=epoch)
+                          if "epoch" in inspect.signature(objective).parameters else objective)
+        stats = train_epoch(trained, step_objective, reference, train_loader, optimizer, epoch, args, ctx)
         ctx.broadcast_buffers(model)
         stats.update({f"test_{k}": v for k, v in evaluate(model, test_loader, ctx, args).items()})
         stats["epoch"] = epoch + 1
@@ -253,9 +257,10 @@ def train_epoch(model, objective, reference, loader, optimizer, epoch, args, ctx
         if args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         optimizer.step()
+        final = logits[0] if logits.dim() == 3 else logits
         if hasattr(reference, "observe"):
-            reference.observe(logits, y, ctx)
-        totals += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
+            reference.observe(final, y, ctx)
+        totals += torch.stack([loss.detach().double() * len(y), (final.argmax(1) == y).sum().double(),
                                torch.tensor(len(y), device=ctx.device, dtype=torch.float64)])
         if (step + 1) % args.log_every == 0 or step + 1 == steps:
             # One sync per update: all ranks see the same summed loss, so all stop together if it is not finite.
@@ -281,8 +286,10 @@ def check_finite(loss_sum, epoch, step):
 
 
 def plain(d):
-    """JSON- and weights_only-safe copy of an argparse namespace dict (paths become strings)."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+    """JSON- and weights_only-safe copy of an argparse namespace dict (paths, also in lists, become strings)."""
+    def safe(v):
+        return str(v) if isinstance(v, Path) else [safe(i) for i in v] if isinstance(v, list) else v
+    return {k: safe(v) for k, v in d.items()}
 
 
 def meta_summary(meta):

@@ -35,7 +35,8 @@ PATH_SETTINGS = {"adversary", "from", "teacher"}  # which run a model came from,
 
 def method_name(run):
     """The method and its settings, e.g. nasty(omega=0.04,tau=4.0): runs that differ only in seed share it."""
-    settings = {k: v for k, v in (run.get("settings") or {}).items() if k not in PATH_SETTINGS}
+    # Paths say which run a model came from, and switches that are off (no_labels=False) add nothing.
+    settings = {k: v for k, v in (run.get("settings") or {}).items() if k not in PATH_SETTINGS and v is not False}
     text = ",".join(f"{k}={'/'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in settings.items())
     return f"{run['method']}({text})" if text else run["method"]
 
@@ -75,7 +76,9 @@ def verdict_rows(runs, cmi_temperature=4.0):
     for r in runs:
         if r["role"] != "student" or "teacher" not in (r.get("settings") or {}):
             continue
-        teacher = teachers.get(str(Path(r["settings"]["teacher"]).resolve().parent))
+        attacked = r["settings"]["teacher"]  # several teachers (an ensemble): the first is the one attacked
+        attacked = attacked[0] if isinstance(attacked, list) else attacked
+        teacher = teachers.get(str(Path(attacked).resolve().parent))
         if teacher is None:
             continue  # its teacher's run is not among the collected directories
         key = (r["dataset"], teacher_name(teacher), method_name(r), r["arch"])

@@ -12,17 +12,21 @@ from torch import nn
 
 from .. import UserError
 from .cifar import CIFAR_MODELS
+from .heads import SkepticalNet
+
+HEADS = {"skeptical": SkepticalNet}  # auxiliary classifier heads a student may carry (attacks.skeptical)
 
 
 def names():
     return sorted(CIFAR_MODELS) + [f"tv.{n}" for n in torchvision.models.list_models(torchvision.models)]
 
 
-def build(arch, num_classes, weights=None):
+def build(arch, num_classes, weights=None, heads=None):
     """A randomly initialized network, or one loaded from a local state_dict file (nothing is downloaded).
 
     CIFAR variants go by their plain names (resnet18); torchvision's ImageNet models by `tv.<name>`
-    (tv.resnet18), or by the plain name where no CIFAR variant has it (densenet121).
+    (tv.resnet18), or by the plain name where no CIFAR variant has it (densenet121). `heads` (a HEADS name)
+    wraps the network, after loading `weights`, with auxiliary classifier heads.
     """
     torchvision_name = arch[3:] if arch.startswith("tv.") else arch
     if arch in CIFAR_MODELS:
@@ -40,6 +44,11 @@ def build(arch, num_classes, weights=None):
         except RuntimeError as e:
             raise UserError(f"--weights {weights} does not fit {arch} with {num_classes} classes: "
                             f"{str(e).splitlines()[0]}") from None
+    if heads is not None:
+        if not hasattr(net, "features"):
+            raise UserError(f"{heads} heads attach to the stages of a CIFAR ResNet (resnet18/34/50, resnetc20/32) "
+                            f"or mobilenetv2, not {arch}: pass one of those as --arch")
+        net = HEADS[heads](net, num_classes)
     return net
 
 
@@ -56,3 +65,14 @@ class Classifier(nn.Module):
     def forward(self, x):
         logits = self.net((x.float() - self.mean) / self.std)
         return self.release(logits) if self.release is not None else logits
+
+
+class Ensemble(nn.Module):
+    """Several frozen classifiers answering as one: the mean of their logits (SCM's z_ens, seed 002 eq. 11)."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x):
+        return torch.stack([m(x) for m in self.members]).mean(0)
