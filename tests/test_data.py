@@ -313,3 +313,121 @@ def test_eval_loader_splits_ranks_without_padding():
     assert len(seen[0]) + len(seen[1]) == n  # no padding duplicates
     assert not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == list(range(n))
+
+
+# ---------------------------------------------------------------- GpuLoader
+
+def coded(n, size=8, augment=None):
+    """n images that tell where each pixel came from: channel 0 is 1 + the label (0 only in padding), channels 1
+    and 2 are 1 + the source column and row. Labels are 0..n-1, so each label names its image."""
+    labels = torch.arange(n)
+    grid = torch.arange(1, size + 1, dtype=torch.uint8)
+    images = torch.stack([(labels + 1).to(torch.uint8).view(n, 1, 1).expand(n, size, size),
+                          grid.view(1, 1, size).expand(n, size, size), grid.view(1, size, 1).expand(n, size, size)], 1)
+    return data.TensorImages(images.contiguous(), labels, augment)
+
+
+def gpu_loader(dataset, batch_size=8, train=True, seed=1, rank=0, world_size=1):
+    return data.GpuLoader(dataset, batch_size, train=train, seed=seed, workers=0, rank=rank, world_size=world_size,
+                          device=torch.device("cpu"))
+
+
+CROP_FLIP = data.Augment(crop=8, pad=2, flip=True)
+
+
+def test_gpu_loader_keeps_images_with_their_labels(mnist):
+    loader = gpu_loader(coded(40, augment=CROP_FLIP))
+    assert len(loader) == 5
+    for x, y in loader.epoch(0):
+        assert x.shape == (8, 3, 8, 8) and x.dtype == torch.uint8 and y.dtype == torch.int64
+        label = x[:, 0]
+        assert ((label == 0) | (label == (y + 1).view(-1, 1, 1).to(torch.uint8))).all()
+        assert (x == 0).all(1).eq(label == 0).all()  # padding is zero in every channel, image pixels in none
+        assert x[:, 1:].max() <= 8
+    mnist_x, mnist_y = next(iter(gpu_loader(mnist.train, 64).epoch(0)))
+    assert mnist_x.shape == (64, 3, 32, 32) and mnist_y.shape == (64,)
+
+
+def test_gpu_loader_crops_and_flips_as_declared():
+    shifts, flips = set(), set()
+    for x, _ in gpu_loader(coded(40, augment=CROP_FLIP)).epoch(0):
+        for image in x.long():
+            valid = image[0] > 0
+            rows, cols = valid.nonzero().unbind(1)
+            source_col, source_row = image[1][valid] - 1, image[2][valid] - 1
+            shift = (source_row - rows).unique()
+            assert len(shift) == 1 and -2 <= shift.item() <= 2  # a translation within the padding
+            flipped = len((source_col + cols).unique()) == 1
+            assert flipped or len((source_col - cols).unique()) == 1
+            shifts.add(shift.item())
+            flips.add(flipped)
+    assert len(shifts) > 1 and flips == {True, False}
+
+
+def test_gpu_loader_follows_the_datasets_augmentation(mnist):
+    assert mnist.train.transform == data.Augment(crop=32, pad=2)  # digits: crop, no flip
+    x, y = next(iter(gpu_loader(coded(8)).epoch(0)))
+    assert torch.equal(x, coded(8).images[y])  # none declared: the images as they are
+    tiny = coded(8, size=16, augment=data.Augment(degrees=20))  # Tiny-ImageNet's rotation
+    rotated, y = next(iter(gpu_loader(tiny).epoch(0)))
+    assert ((rotated[:, 0] == 0) | (rotated[:, 0] == (y + 1).view(-1, 1, 1))).all()
+    assert (rotated[:, 0] == 0).any()
+    assert (rotated != tiny.images[y]).any(dim=(1, 2, 3)).sum() >= 6  # an angle near 0 may change nothing
+
+
+def test_rotation_by_a_right_angle_is_exact():
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.uint8).view(2, 3, 5, 5)
+    rotated = data.rotate(x, torch.tensor([90.0, 0.0]))
+    assert torch.equal(rotated[0], torch.rot90(x[0], 1, (1, 2))) and torch.equal(rotated[1], x[1])
+
+
+def test_gpu_loader_replays_for_the_same_seed_and_epoch():
+    dataset = coded(40, augment=CROP_FLIP)
+    first = batches(gpu_loader(dataset), 3)
+    torch.rand(1)  # the global RNG plays no part
+    assert same(first, batches(gpu_loader(dataset), 3))  # a fresh loader, as after a resume
+    assert not same(first, batches(gpu_loader(dataset), 4))
+    assert not same(first, batches(gpu_loader(dataset, seed=2), 3))
+
+
+@pytest.mark.parametrize("n, batch_size, world_size", [(40, 8, 2), (37, 4, 2), (10, 3, 3), (11, 4, 1)])
+def test_gpu_loader_has_as_many_batches_as_torchvision(n, batch_size, world_size):
+    for train in (True, False):
+        for rank in range(world_size):
+            kwargs = dict(train=train, seed=0, workers=0, rank=rank, world_size=world_size)
+            assert len(gpu_loader(coded(n), batch_size, train, 0, rank, world_size)) == len(
+                data.TorchvisionLoader(coded(n), batch_size, **kwargs))
+
+
+def test_gpu_loader_ranks_partition_the_training_set():
+    dataset = coded(40, augment=CROP_FLIP)
+    seen = [torch.cat([y for _, y in gpu_loader(dataset, rank=rank, world_size=2).epoch(5)]).tolist()
+            for rank in range(2)]
+    assert len(seen[0]) == len(seen[1]) == 16  # 20 each, full batches of 8 only
+    assert not set(seen[0]) & set(seen[1]) and len(set(seen[0])) == 16
+
+
+def test_gpu_loader_test_split_covers_every_image_once():
+    dataset = coded(11, augment=CROP_FLIP)  # declared for training only
+    seen = []
+    for rank in range(2):
+        got = [(x, y) for x, y in gpu_loader(dataset, 4, train=False, rank=rank, world_size=2).epoch(0)]
+        assert [len(y) for _, y in got] == ([4, 2] if rank == 0 else [4, 1])  # last partial batch kept
+        labels = torch.cat([y for _, y in got])
+        assert labels.tolist() == list(range(rank, 11, 2))
+        assert torch.equal(torch.cat([x for x, _ in got]), dataset.images[labels])  # not augmented
+        seen += labels.tolist()
+    assert sorted(seen) == list(range(11))
+
+
+def test_gpu_loader_test_split_matches_torchvision(mnist):
+    kwargs = dict(train=False, seed=0, workers=0, rank=1, world_size=2)
+    assert same(batches(data.GpuLoader(mnist.test, 128, **kwargs), 0),
+                batches(data.TorchvisionLoader(mnist.test, 128, **kwargs), 0))
+
+
+def test_gpu_loader_refuses_what_it_cannot_hold():
+    with pytest.raises(UserError, match="--loader torchvision"):
+        gpu_loader(torch.utils.data.Subset(coded(4), [0, 1]))
+    with pytest.raises(UserError, match="--loader torchvision"):
+        gpu_loader(coded(4, augment=lambda x: x))

@@ -181,3 +181,16 @@ def test_skeptical_student_under_torchrun_through_its_delay(ce_teacher, tmp_path
                       "--attack", "skeptical", "--teacher", str(ce_teacher), "--output", str(out), nproc=2)
     assert proc.stdout.count("done:") == 1
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_teacher_trains_with_the_gpu_loader(tmp_path):
+    out = train(train_teacher, tmp_path, "gpu", "--loader", "gpu", "--epochs", "1")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["args"]["loader"] == "gpu" and summary["last_acc"] > 20  # labels kept with images (chance: 10%)
+
+
+def test_kd_student_trains_with_the_gpu_loader(ce_teacher, tmp_path):
+    out = train(distill_student, tmp_path, "gpu", "--attack", "kd", "--teacher", str(ce_teacher), "--loader", "gpu",
+                "--epochs", "1")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["args"]["loader"] == "gpu" and len((out / "metrics.jsonl").read_text().splitlines()) == 1

@@ -5,6 +5,8 @@ Every dataset yields uint8 CHW images and integer labels. Normalization happens 
 Small-image datasets (mnist5k, CIFAR, Tiny-ImageNet) are decoded once into one uint8 tensor; ImageNet stays on disk.
 """
 import contextlib
+import functools
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
@@ -66,7 +69,9 @@ def add_arguments(parser):
     g.add_argument("--subset", type=float, default=None,
                    help="train on part of the training set: a fraction in (0, 1], or a number of images per class")
     g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data loader processes")
-    g.add_argument("--loader", default="torchvision", choices=sorted(LOADERS), help="how batches are produced")
+    g.add_argument("--loader", default="torchvision", choices=sorted(LOADERS),
+                   help="torchvision: a DataLoader with --workers processes; gpu: the whole split on the device, "
+                   "augmented there in batches (datasets decoded to tensors only, not ImageNet)")
 
 
 def load(name, data_dir=None, download=False, subset=None, seed=0):
@@ -82,8 +87,73 @@ def load(name, data_dir=None, download=False, subset=None, seed=0):
     return DataInfo(name, train, test, NUM_CLASSES[name], mean, std, size)
 
 
+@dataclass(frozen=True)
+class Augment:
+    """A training augmentation declared as data, so that both loaders apply the same one: TorchvisionLoader per
+    image on the CPU (TensorImages calls it as its transform), GpuLoader per batch on the device. In order: a
+    rotation by a uniform angle in [-degrees, degrees] (nearest pixel, zeros outside), a random crop x crop window of
+    the image zero-padded by pad, a horizontal flip with probability 1/2. A zero / False field leaves its step out."""
+    degrees: float = 0
+    crop: int = 0
+    pad: int = 0
+    flip: bool = False
+
+    @functools.cached_property
+    def per_image(self):
+        steps = []
+        if self.degrees:
+            steps.append(v2.RandomRotation(self.degrees))
+        if self.crop:
+            steps.append(v2.RandomCrop(self.crop, padding=self.pad))
+        if self.flip:
+            steps.append(v2.RandomHorizontalFlip())
+        return v2.Compose(steps)
+
+    def __call__(self, image):
+        return self.per_image(image)
+
+    def draw(self, n, height, width, generator):
+        """The random choices for n images of height x width: a dict of CPU tensors, one row per image."""
+        draws = {}
+        if self.degrees:
+            draws["angle"] = (2 * torch.rand(n, generator=generator) - 1) * self.degrees
+        if self.crop:
+            draws["top"] = torch.randint(height + 2 * self.pad - self.crop + 1, (n,), generator=generator)
+            draws["left"] = torch.randint(width + 2 * self.pad - self.crop + 1, (n,), generator=generator)
+        if self.flip:
+            draws["flip"] = torch.rand(n, generator=generator) < 0.5
+        return draws
+
+    def apply(self, images, draws):
+        """A uint8 NCHW batch augmented on its device, given the batch's rows of draw()."""
+        if self.degrees:
+            images = rotate(images, draws["angle"])
+        n, _, height, width = images.shape
+        arange = functools.partial(torch.arange, device=images.device)
+        rows, cols = arange(height).expand(n, -1), arange(width).expand(n, -1)
+        if self.crop:
+            images = F.pad(images, (self.pad,) * 4)
+            rows, cols = draws["top"][:, None] + arange(self.crop), draws["left"][:, None] + arange(self.crop)
+        if self.flip:
+            cols = torch.where(draws["flip"][:, None], cols.flip(1), cols)
+        # One gather crops and flips every image; its NHWC memory is channels_last, what CUDA runs use anyway.
+        return images[arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def rotate(images, degrees):
+    """Each uint8 image rotated about its centre by its angle: nearest pixel, zeros outside (as v2.RandomRotation)."""
+    n, _, height, width = images.shape
+    angle = torch.deg2rad(degrees.float())
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    # affine_grid scales each axis to [-1, 1]: the aspect factors keep the rotation rigid on non-square images.
+    theta = torch.stack([torch.stack([cos, -sin * height / width, zero], 1),
+                         torch.stack([sin * width / height, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="nearest", align_corners=False).to(torch.uint8)
+
+
 def cifar_augment(size, pad=4, flip=True):
-    return v2.Compose([v2.RandomCrop(size, padding=pad)] + ([v2.RandomHorizontalFlip()] if flip else []))
+    return Augment(crop=size, pad=pad, flip=flip)
 
 
 def load_mnist5k(_root, _download):
@@ -137,7 +207,7 @@ def load_tinyimagenet(root, _download):
             if fields[1] not in index:
                 raise UserError(f"{annotations} names class {fields[1]} that has no train/ folder")
             val_files.append((root / "val" / "images" / fields[0], index[fields[1]]))
-    augment = v2.Compose([v2.RandomRotation(20), v2.RandomHorizontalFlip()])
+    augment = Augment(degrees=20, flip=True)
     return (TensorImages(*decode_cached(train_files, root / ".undistill-train.pt"), augment),
             TensorImages(*decode_cached(val_files, root / ".undistill-val.pt")), 64)
 
@@ -237,7 +307,8 @@ class TorchvisionLoader:
     take their augmentation seeds from the same pair; without workers, augmentation draws from the global RNG,
     which engine.fit seeds from (seed, epoch) before each epoch."""
 
-    def __init__(self, dataset, batch_size, train, seed, workers, rank, world_size, pin_memory=False):
+    def __init__(self, dataset, batch_size, train, seed, workers, rank, world_size, pin_memory=False, device=None):
+        # `device` is unused: batches come out on the CPU and the caller moves them.
         self.train, self.seed = train, seed
         # Evaluation splits the test set without padding, so all-reduced counts cover each image exactly once.
         self.sampler = (DistributedSampler(dataset, world_size, rank, shuffle=True, seed=seed) if train
@@ -257,4 +328,53 @@ class TorchvisionLoader:
         return iter(self.loader)
 
 
-LOADERS = {"torchvision": TorchvisionLoader}
+class GpuLoader:
+    """The whole split as one uint8 tensor on `device`, batched and augmented there: no worker processes and no
+    per-image Python. As with TorchvisionLoader, the order depends only on (seed, epoch) and ranks share it as
+    DistributedSampler does (training: padded to a multiple of world_size, every world_size-th image, full batches
+    only; evaluation: images rank, rank + world_size, ..., last batch kept). The augmentation is the dataset's
+    declared Augment, drawn from the same generator for the whole epoch before ranks take their share, so a resumed
+    run replays exactly and ranks do not augment in lockstep."""
+
+    def __init__(self, dataset, batch_size, train, seed, workers, rank, world_size, pin_memory=False,
+                 device=torch.device("cpu")):
+        # workers and pin_memory are unused: nothing is loaded or copied per batch.
+        if not isinstance(dataset, TensorImages):
+            raise UserError(f"--loader gpu needs a dataset decoded into tensors (mnist5k, CIFAR, Tiny-ImageNet), "
+                            f"not image files ({type(dataset).__name__}): use --loader torchvision")
+        augment = dataset.transform if train else None
+        if augment is not None and not isinstance(augment, Augment):
+            raise UserError(f"--loader gpu can apply only a data.Augment on the device, not {type(augment).__name__}: "
+                            "use --loader torchvision")
+        self.images, self.labels = dataset.images.to(device), dataset.labels.to(device)
+        self.batch_size, self.train, self.seed, self.augment = batch_size, train, seed, augment
+        self.rank, self.world_size, self.device = rank, world_size, device
+        n = len(self.labels)
+        self.per_rank = math.ceil(n / world_size) if train else len(range(rank, n, world_size))
+
+    def __len__(self):
+        return self.per_rank // self.batch_size if self.train else math.ceil(self.per_rank / self.batch_size)
+
+    def epoch(self, epoch):
+        n = len(self.labels)
+        if not self.train:
+            return self.batches(torch.arange(self.rank, n, self.world_size), {})
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        # DistributedSampler's split: repeat the order's start up to a multiple of world_size, deal it out in turn.
+        total = self.per_rank * self.world_size
+        order = torch.randperm(n, generator=generator).repeat(math.ceil(total / n))[:total]
+        draws = self.augment.draw(total, *self.images.shape[-2:], generator) if self.augment is not None else {}
+        mine = slice(self.rank, len(self) * self.batch_size * self.world_size, self.world_size)  # full batches only
+        return self.batches(order[mine], {k: v[mine] for k, v in draws.items()})
+
+    def batches(self, order, draws):
+        order, draws = order.to(self.device), {k: v.to(self.device) for k, v in draws.items()}
+        for start in range(0, len(order), self.batch_size):
+            batch = slice(start, start + self.batch_size)
+            x = self.images[order[batch]]
+            if self.augment is not None:
+                x = self.augment.apply(x, {k: v[batch] for k, v in draws.items()})
+            yield x, self.labels[order[batch]]
+
+
+LOADERS = {"torchvision": TorchvisionLoader, "gpu": GpuLoader}

@@ -138,7 +138,7 @@ def to_device(x, y, ctx, args):
 def make_loaders(info, args, ctx):
     loader = data.LOADERS[args.loader]
     common = dict(seed=args.seed, workers=args.workers, rank=ctx.rank, world_size=ctx.world_size,
-                  pin_memory=ctx.device.type == "cuda")
+                  pin_memory=ctx.device.type == "cuda", device=ctx.device)
     per_rank = max(1, args.batch_size // ctx.world_size)
     train = loader(info.train, per_rank, train=True, **common)
     if len(train) == 0:
@@ -247,20 +247,8 @@ def train_epoch(model, objective, reference, loader, optimizer, epoch, args, ctx
         lr = learning_rate(args, epoch + step / steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with autocast(ctx, args):
-            logits = model(x)
-            with torch.no_grad():
-                ref = reference(x).float() if reference is not None else None
-        loss = objective(logits.float(), y, ref)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if args.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        optimizer.step()
-        final = logits[0] if logits.dim() == 3 else logits
-        if hasattr(reference, "observe"):
-            reference.observe(final, y, ctx)
-        totals += torch.stack([loss.detach().double() * len(y), (final.argmax(1) == y).sum().double(),
+        loss, final = train_step(model, objective, reference, optimizer, x, y, args, ctx)
+        totals += torch.stack([loss.double() * len(y), (final.argmax(1) == y).sum().double(),
                                torch.tensor(len(y), device=ctx.device, dtype=torch.float64)])
         if (step + 1) % args.log_every == 0 or step + 1 == steps:
             # One sync per update: all ranks see the same summed loss, so all stop together if it is not finite.
@@ -277,6 +265,24 @@ def train_epoch(model, objective, reference, loader, optimizer, epoch, args, ctx
     elapsed = time.perf_counter() - start
     return {"loss": loss_sum / n, "train_acc": 100 * correct / n, "lr": lr, "images_per_s": n / elapsed,
             "time_s": elapsed}
+
+
+def train_step(model, objective, reference, optimizer, x, y, args, ctx):
+    """One optimizer step on the batch; returns the loss and the final head's logits, both detached."""
+    with autocast(ctx, args):
+        logits = model(x)
+        with torch.no_grad():
+            ref = reference(x).float() if reference is not None else None
+    loss = objective(logits.float(), y, ref)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if args.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+    optimizer.step()
+    final = logits[0] if logits.dim() == 3 else logits
+    if hasattr(reference, "observe"):
+        reference.observe(final, y, ctx)
+    return loss.detach(), final.detach()
 
 
 def check_finite(loss_sum, epoch, step):

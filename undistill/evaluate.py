@@ -95,7 +95,7 @@ def measure(model, reference, dataset, num_classes, args, ctx, want_metrics, tem
     """One pass over `dataset`: (SplitMetrics value or None, {T: CMI} or None), all-reduced across ranks."""
     loader = data.LOADERS[args.loader](dataset, max(1, args.batch_size // ctx.world_size), train=False, seed=0,
                                        workers=args.workers, rank=ctx.rank, world_size=ctx.world_size,
-                                       pin_memory=ctx.device.type == "cuda")
+                                       pin_memory=ctx.device.type == "cuda", device=ctx.device)
     split = SplitMetrics(args.tau, args.ece_bins, args.threshold, reference is not None, ctx.device)
     cmi = CMIAccumulator(num_classes, temps, ctx.device) if temps else None
     bf16 = args.precision == "bf16" or (args.precision == "auto" and ctx.device.type == "cuda")
