@@ -65,8 +65,8 @@ def dkd(logits, y, teacher_logits, epoch=0, *, alpha, beta, tau, dkd_warmup):
 
 def skeptical(heads, y, teacher_logits, epoch=0, *, alpha, tau, kd_head, kd_delay):
     """Skeptical student: the teacher is distilled only into head `kd_head`; the final head learns from the
-    labels and teaches the stage-3 head (its outputs detached, so no teacher signal reaches the final head
-    other than through the shared layers). Before epoch `kd_delay`: CE of the final head only.
+    labels and is tied to the stage-3 head by a KL term (gradient to both sides, as METHODS.md writes it).
+    Before epoch `kd_delay`: CE of the final head only.
 
     alpha tau^2 KL(p_tau(t) || p_tau(h_loc)) + (1 - alpha) CE(h_loc) + 0.3 KL(p_tau(h_final) || p_tau(h_1))
     + 0.7 CE(h_1) + CE(h_final).
@@ -77,7 +77,7 @@ def skeptical(heads, y, teacher_logits, epoch=0, *, alpha, tau, kd_head, kd_dela
         return F.cross_entropy(final, y) + 0.0 * heads[1:].sum()
     loc = heads[kd_head]
     return (alpha * tau ** 2 * kl(teacher_logits, loc, tau) + (1 - alpha) * F.cross_entropy(loc, y)
-            + 0.3 * kl(final.detach(), first, tau) + 0.7 * F.cross_entropy(first, y) + F.cross_entropy(final, y))
+            + 0.3 * kl(final, first, tau) + 0.7 * F.cross_entropy(first, y) + F.cross_entropy(final, y))
 
 
 ATTACKS = {"scratch": ce, "ls": ls, "kd": kd, "htc": htc, "scm": scm, "dkd": dkd, "skeptical": skeptical}
