@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from undistill import UserError, checkpoint, data, distributed, engine, models
+from undistill import UserError, checkpoint, data, distributed, engine, launch, models
 from undistill.attacks import ATTACKS, NEEDS_TEACHER, STUDENT_HEADS, default_settings
 
 
@@ -38,6 +38,7 @@ def parse_args(argv=None):
     g.add_argument("--smoothing", type=float, default=0.1, help="ls: label smoothing epsilon")
     data.add_arguments(p)
     engine.add_arguments(p)
+    launch.add_arguments(p)
     return engine.fill_defaults(p.parse_args(argv))
 
 
@@ -76,4 +77,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    distributed.run(main, parse_args())
+    launch.main(main, parse_args())

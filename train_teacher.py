@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from undistill import UserError, checkpoint, data, distributed, engine, metrics, models
+from undistill import UserError, checkpoint, data, distributed, engine, launch, metrics, models
 from undistill.defenses import (DEFENSES, FROZEN_MODEL, NASTY_SETTINGS, STINGY_RATIO, STINGY_VARIANTS,
                                 ClassCentroids, stingy_k)
 
@@ -37,6 +37,7 @@ def parse_args(argv=None):
                    help="stingy: top (the paper's), smooth, reverse, least (its ablations)")
     data.add_arguments(p)
     engine.add_arguments(p)
+    launch.add_arguments(p)
     args = engine.fill_defaults(p.parse_args(argv))
     tau, omega = NASTY_SETTINGS[args.dataset]
     args.tau = tau if args.tau is None else args.tau
@@ -108,4 +109,4 @@ def release_stingy(args, info, ctx):
 
 
 if __name__ == "__main__":
-    distributed.run(main, parse_args())
+    launch.main(main, parse_args())

@@ -23,7 +23,7 @@ import torchvision.transforms as T  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from undistill import data, distributed, engine, metrics, models  # noqa: E402
+from undistill import backends, data, distributed, engine, metrics, models  # noqa: E402
 from undistill.attacks import kd  # noqa: E402
 from undistill.defenses import ClassCentroids, ce, cmim, nasty  # noqa: E402
 
@@ -83,8 +83,8 @@ def classifier(info, args, ctx):
 
 
 def training_step(model, objective, reference, args, ctx):
-    optimizer = engine.make_optimizer(model.parameters(), args)
-    return functools.partial(engine.train_step, model.train(), objective, reference, optimizer, args=args, ctx=ctx)
+    backend = backends.DDP(model.train(), engine.make_optimizer(model.parameters(), args), args, ctx)
+    return functools.partial(engine.train_step, backend, objective, reference, args=args, ctx=ctx)
 
 
 def main():

@@ -1,5 +1,6 @@
-"""The training loop shared by teachers and students: optimizer, schedule, precision, DDP, evaluation,
-progress, per-epoch metrics, checkpoints and exact resume. It never knows which defense or attack runs: it
+"""The training loop shared by teachers and students: optimizer, schedule, precision, evaluation, progress,
+per-epoch metrics, checkpoints and exact resume; the backend (backends.py: DDP, DeepSpeed, Accelerate) wraps and
+steps the trained model. It never knows which defense or attack runs: it
 gets a model to train, an objective `(logits, y, ref) -> loss` and optionally a `reference`: a module whose
 output on the batch is `ref`. A frozen teacher or adversary is one (eval mode, no gradient, outside DDP). A
 reference may also keep state from the training outputs (CMIM's class centroids): it then has
@@ -12,6 +13,7 @@ import functools
 import inspect
 import json
 import math
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -19,10 +21,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from . import UserError, checkpoint, data
+from . import UserError, backends, checkpoint, data
 
 
 # The papers' schedules per dataset: epochs, lr milestones, decay factor, weight decay (SGD, lr 0.1).
@@ -59,6 +60,7 @@ def add_arguments(parser):
     g.add_argument("--output", type=Path, help="run directory (default: runs/<role>-<method>-<arch>-s<seed>)")
     g.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint.pt")
     g.add_argument("--overwrite", action="store_true", help="start again even if --output already holds a run")
+    backends.add_arguments(g)
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bf16 on CUDA")
     g.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"], help="auto: on with CUDA")
@@ -173,17 +175,16 @@ def fit(model, objective, reference, info, args, ctx, meta, out):
     Writes out/checkpoint.pt every epoch, out/best.pt at the best test accuracy, out/metrics.jsonl (one line per
     epoch) and out/summary.json; returns the summary.
     """
+    args.precision = backends.resolve_precision(args)  # DeepSpeed's or Accelerate's config may decide it
     train_loader, test_loader = make_loaders(info, args, ctx)
     prepare(model, ctx, args)
     if reference is not None:
         prepare(reference, ctx, args).eval().requires_grad_(False)
     stateful = hasattr(reference, "observe")
-    optimizer = make_optimizer(model.parameters(), args)
-    start, best, history = 0, -1.0, []
+    start, best, history, state = 0, -1.0, [], None
     if args.resume and (out / "checkpoint.pt").exists():
         state = checkpoint.load(out / "checkpoint.pt")
         model.net.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
         start, best = state["epoch"], state["best_acc"]
         if stateful:
             reference.load_state_dict(state["reference"])
@@ -193,10 +194,12 @@ def fit(model, objective, reference, info, args, ctx, meta, out):
         out.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:  # only this project's files: --output may point at a directory holding others
             (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "deepspeed", ignore_errors=True)  # the deepspeed backend's optimizer shards
         (out / "command.txt").write_text(" ".join(sys.argv) + "\n")
     ctx.barrier()
-    trained = (DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-               if ctx.world_size > 1 else model)
+    backend = backends.BACKENDS[args.backend](model, make_optimizer(model.parameters(), args), args, ctx)
+    if state is not None:
+        backend.load(state, out)
 
     for epoch in range(start, args.epochs):
         torch.manual_seed(args.seed * 100_003 + epoch)  # in-process randomness replays on resume
@@ -206,7 +209,7 @@ def fit(model, objective, reference, info, args, ctx, meta, out):
                 reference.start_epoch(model, device_batches(train_loader, epoch, ctx, args), ctx)
         step_objective = (functools.partial(objective, epoch=epoch)
                           if "epoch" in inspect.signature(objective).parameters else objective)
-        stats = train_epoch(trained, step_objective, reference, train_loader, optimizer, epoch, args, ctx)
+        stats = train_epoch(backend, step_objective, reference, train_loader, epoch, args, ctx)
         ctx.broadcast_buffers(model)
         stats.update({f"test_{k}": v for k, v in evaluate(model, test_loader, ctx, args).items()})
         stats["epoch"] = epoch + 1
@@ -216,16 +219,19 @@ def fit(model, objective, reference, info, args, ctx, meta, out):
         ctx.print(f"epoch {epoch + 1}/{args.epochs}  loss {stats['loss']:.4f}  train {stats['train_acc']:.2f}%  "
                   f"test {stats['test_acc']:.2f}% (best {best:.2f}%)  lr {stats['lr']:.4g}  "
                   f"{stats['images_per_s']:.0f} img/s  {stats['time_s']:.1f}s")
+        record = dict(meta, epoch=epoch + 1, metrics=stats)
+        resume, record["state_dict"] = backend.save(out, record, ctx)
         if ctx.is_main:
-            record = dict(meta, epoch=epoch + 1, metrics=stats, state_dict=model.net.state_dict())
+            # metrics first: a kill between the two leaves an extra line, which a resume drops, never a gap
+            write_metrics(out / "metrics.jsonl", history)
             if is_best:
                 checkpoint.save(record, out / "best.pt")
-            resume = dict(optimizer=optimizer.state_dict(), best_acc=best, args=plain(vars(args)))
+            resume.update(best_acc=best, args=plain(vars(args)))
             if stateful:
                 resume["reference"] = reference.state_dict()
             checkpoint.save(dict(record, **resume), out / "checkpoint.pt")
-            write_metrics(out / "metrics.jsonl", history)
         ctx.barrier()
+        backend.saved(out, ctx)
 
     summary = dict(meta_summary(meta), epochs=args.epochs, best_acc=best,
                    last_acc=history[-1]["test_acc"] if history else None, args=plain(vars(args)))
@@ -235,8 +241,8 @@ def fit(model, objective, reference, info, args, ctx, meta, out):
     return summary
 
 
-def train_epoch(model, objective, reference, loader, optimizer, epoch, args, ctx):
-    model.train()
+def train_epoch(backend, objective, reference, loader, epoch, args, ctx):
+    backend.trained.train()
     steps = len(loader)
     totals = torch.zeros(3, device=ctx.device, dtype=torch.float64)  # loss sum, correct, images
     shown = totals.clone()
@@ -245,9 +251,8 @@ def train_epoch(model, objective, reference, loader, optimizer, epoch, args, ctx
     start = time.perf_counter()
     for step, (x, y) in enumerate(device_batches(loader, epoch, ctx, args)):
         lr = learning_rate(args, epoch + step / steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss, final = train_step(model, objective, reference, optimizer, x, y, args, ctx)
+        backend.set_lr(lr)
+        loss, final = train_step(backend, objective, reference, x, y, args, ctx)
         totals += torch.stack([loss.double() * len(y), (final.argmax(1) == y).sum().double(),
                                torch.tensor(len(y), device=ctx.device, dtype=torch.float64)])
         if (step + 1) % args.log_every == 0 or step + 1 == steps:
@@ -267,18 +272,14 @@ def train_epoch(model, objective, reference, loader, optimizer, epoch, args, ctx
             "time_s": elapsed}
 
 
-def train_step(model, objective, reference, optimizer, x, y, args, ctx):
+def train_step(backend, objective, reference, x, y, args, ctx):
     """One optimizer step on the batch; returns the loss and the final head's logits, both detached."""
     with autocast(ctx, args):
-        logits = model(x)
+        logits = backend.trained(x)
         with torch.no_grad():
             ref = reference(x).float() if reference is not None else None
     loss = objective(logits.float(), y, ref)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if args.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-    optimizer.step()
+    backend.step(loss)
     final = logits[0] if logits.dim() == 3 else logits
     if hasattr(reference, "observe"):
         reference.observe(final, y, ctx)

@@ -1,0 +1,170 @@
+"""The DeepSpeed and Accelerate backends against plain DDP (2 CPU processes, gloo), DeepSpeed checkpoints converted
+to the project's format, and exact resume after a SIGKILL at a random point, for every backend."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY, run_script
+
+pytest.importorskip("deepspeed")
+pytest.importorskip("accelerate")
+
+ACCELERATE_CONFIG = str(ROOT / "recipes" / "accelerate" / "cpu_2proc.yaml")
+ZERO2 = str(ROOT / "recipes" / "deepspeed" / "zero2.json")
+TIMING = ("images_per_s", "time_s")
+
+
+def launch(backend, *argv, nproc=2):
+    """A 2-process run as the README writes it: torchrun for ddp and deepspeed, `accelerate launch` for accelerate."""
+    if backend == "accelerate":
+        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", ACCELERATE_CONFIG, *argv,
+                "--backend", "accelerate"]
+    extra = ["--backend", backend] + (["--deepspeed-config", ZERO2] if backend == "deepspeed" else [])
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *argv, *extra]
+
+
+def run(cmd, check=True):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def metrics(out):
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(out):
+    return torch.load(out / "checkpoint.pt", weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory, ce_teacher):
+    """The reference: a teacher and a KD student trained by plain DDP over 2 processes."""
+    root = tmp_path_factory.mktemp("ddp")
+    run(launch("ddp", "train_teacher.py", *TINY, "--epochs", "2", "--output", str(root / "teacher")))
+    run(launch("ddp", "distill_student.py", *TINY, "--epochs", "2", "--attack", "kd", "--teacher", str(ce_teacher),
+               "--output", str(root / "student")))
+    return root
+
+
+@pytest.mark.parametrize("backend", ["deepspeed", "accelerate"])
+def test_backend_trains_both_scripts_as_ddp_does(backend, ddp_runs, ce_teacher, tmp_path):
+    run(launch(backend, "train_teacher.py", *TINY, "--epochs", "2", "--output", str(tmp_path / "teacher")))
+    run(launch(backend, "distill_student.py", *TINY, "--epochs", "2", "--attack", "kd", "--teacher", str(ce_teacher),
+               "--output", str(tmp_path / "student")))
+    for role in ("teacher", "student"):
+        ours, reference = tmp_path / role, ddp_runs / role
+        assert {p.name for p in reference.iterdir()} <= {p.name for p in ours.iterdir()}
+        summary, expected = (json.loads((d / "summary.json").read_text()) for d in (ours, reference))
+        assert summary.keys() == expected.keys() and summary["args"]["backend"] == backend
+        # the same optimization: fp32 on the CPU, so the two runs agree to float rounding of the gradient sums
+        for a, b in zip(metrics(ours), metrics(reference), strict=True):
+            assert a.keys() == b.keys()
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+            assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.2)
+        for name, tensor in weights(reference).items():
+            assert torch.allclose(weights(ours)[name].float(), tensor.float(), atol=1e-4), name
+
+
+def test_deepspeed_checkpoint_converts_and_serves_as_teacher(ce_teacher, tmp_path):
+    out = tmp_path / "zero2"
+    run(launch("deepspeed", "train_teacher.py", *TINY, "--epochs", "2", "--output", str(out)))
+    assert [p.name for p in (out / "deepspeed").glob("epoch*")] == ["epoch2"]  # the previous epoch's shards are gone
+    converted = tmp_path / "converted.pt"
+    proc = run([sys.executable, "-m", "undistill.backends", str(out / "deepspeed"), str(converted)])
+    assert "epoch 2" in proc.stdout
+    ckpt = torch.load(converted, weights_only=True)
+    assert (ckpt["role"], ckpt["method"], ckpt["epoch"]) == ("teacher", "ce", 2)
+    for name, tensor in weights(out).items():  # the run's own checkpoint.pt holds the same fp32 weights
+        assert torch.equal(ckpt["state_dict"][name], tensor), name
+    student = tmp_path / "student"
+    run_script("distill_student.py", *TINY, "--epochs", "1", "--attack", "kd", "--teacher", str(converted),
+               "--output", str(student))
+    assert json.loads((student / "summary.json").read_text())["settings"]["teacher"] == str(converted)
+    evaluated = run([sys.executable, "-m", "undistill.evaluate", str(converted), "--cmi-split", "none"])
+    assert f"top-1 {ckpt['metrics']['test_acc']:.2f}%" in evaluated.stdout
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"zero_optimization": {"stage": 0}}, "needs stage 1, 2 or 3"),
+    ({"zero_optimization": {"stage": 2}, "optimizer": {"type": "Adam"}}, "sets \"optimizer\""),
+    ({"zero_optimization": {"stage": 2}, "bf16": {"enabled": True}}, "torch_autocast"),
+    ({"zero_optimization": {"stage": 2}, "train_batch_size": 7}, "train_batch_size 7"),
+])
+def test_bad_deepspeed_config_is_one_line_error(config, message, tmp_path):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(config))
+    proc = run_script("train_teacher.py", *TINY, "--epochs", "1", "--backend", "deepspeed", "--deepspeed-config",
+                      str(path), "--output", str(tmp_path / "run"), check=False)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_resume_with_another_backend_is_refused(tmp_path):
+    out = tmp_path / "run"
+    run_script("train_teacher.py", *TINY, "--epochs", "1", "--output", str(out))
+    before = (out / "checkpoint.pt").read_bytes()
+    proc = run_script("train_teacher.py", *TINY, "--epochs", "2", "--backend", "deepspeed", "--resume",
+                      "--output", str(out), check=False)
+    assert proc.returncode == 2 and "--backend ddp" in proc.stderr.strip().splitlines()[-1]
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def killed_and_resumed(cmd, out, seed):
+    """Start `cmd`, SIGKILL its whole process group at a random moment after the first epoch's checkpoint, then
+    run it again with --resume to the end."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(seed).uniform(0, 1.0))
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before the kill: give it more epochs"
+    killed_at = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
+    run([*cmd, "--resume"])
+    return killed_at
+
+
+KILL_ARGV = ["train_teacher.py", *TINY, "--epochs", "6", "--defense", "ls"]
+
+
+def kill_command(backend, out):
+    if backend == "ddp":  # one process, as `python` runs it; the 2-process DDP path is the other backends' reference
+        return [sys.executable, *KILL_ARGV, "--output", str(out)]
+    return launch(backend, *KILL_ARGV, "--output", str(out))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """backend -> the run directory of its uninterrupted run (trained once, on first use)."""
+    runs = {}
+
+    def get(backend):
+        if backend not in runs:
+            runs[backend] = tmp_path_factory.mktemp(f"whole-{backend}")
+            run(kill_command(backend, runs[backend]))
+        return runs[backend]
+    return get
+
+
+@pytest.mark.parametrize("trial", range(5))
+@pytest.mark.parametrize("backend", ["ddp", "deepspeed", "accelerate"])
+def test_sigkill_then_resume_equals_uninterrupted_run(backend, trial, uninterrupted, tmp_path):
+    whole = uninterrupted(backend)
+    killed_at = killed_and_resumed(kill_command(backend, tmp_path), tmp_path, seed=trial)
+    assert killed_at < 6
+    assert metrics(tmp_path) == metrics(whole)
+    resumed, expected = weights(tmp_path), weights(whole)
+    assert all(torch.equal(resumed[k], expected[k]) for k in expected)
