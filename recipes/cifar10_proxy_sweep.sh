@@ -3,14 +3,21 @@
 # (whole CIFAR-10, plain CNN, 8 epochs, seed 0; nasty uses the proxy's CE teacher as adversary), then KD students
 # on the attacker's 1,000 images per class (seeds 0 and 1). Run after recipes/cifar10_cpu_proxy.sh, into the same
 # directory, so the report puts every teacher side by side. Resumable (rerun the same command).
-#   bash recipes/cifar10_proxy_sweep.sh RUN_DIR DEFENSE OPTION VALUE [VALUE ...]
+# Options after -- are fixed for every value (and named in the teachers' directories).
+#   bash recipes/cifar10_proxy_sweep.sh RUN_DIR DEFENSE OPTION VALUE [VALUE ...] [-- FIXED OPTIONS]
 #   bash recipes/cifar10_proxy_sweep.sh runs/cifar10_cpu_proxy nasty omega 0.06 0.1
 #   bash recipes/cifar10_proxy_sweep.sh runs/cifar10_cpu_proxy cmim cmi-weight 1 4 16
+#   bash recipes/cifar10_proxy_sweep.sh runs/cifar10_cpu_proxy cmim cmi-weight 4 -- --cmi-agg t2mean
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 4 ] || { echo "usage: $0 RUN_DIR DEFENSE OPTION VALUE [VALUE ...]" >&2; exit 2; }
+[ $# -ge 4 ] || { echo "usage: $0 RUN_DIR DEFENSE OPTION VALUE [VALUE ...] [-- FIXED OPTIONS]" >&2; exit 2; }
 out=$1 defense=$2 option=$3
 shift 3
+values=() fixed=()
+while [ $# -gt 0 ] && [ "$1" != -- ]; do values+=("$1"); shift; done
+[ $# -gt 0 ] && shift && fixed=("$@")
+suffix=$(printf -- '-%s' "${fixed[@]#--}" | tr -d ' ')  # e.g. -cmi-agg-t2mean
+[ ${#fixed[@]} -gt 0 ] || suffix=""
 data=(--dataset cifar10 --data-dir data/cifar10 --arch cnn --quiet --resume)
 defense_args=(--defense "$defense")
 [ "$defense" = nasty ] && defense_args+=(--adversary "$out/teachers/ce/checkpoint.pt")
@@ -20,10 +27,11 @@ evaluate() {
         --reference "$out/teachers/ce/checkpoint.pt"
 }
 evaluate "$out/teachers/ce"
-for value in "$@"; do
-    name="$defense-$option$value"
+for value in "${values[@]}"; do
+    name="$defense-$option$value$suffix"
     teacher="$out/teachers/$name"
-    python train_teacher.py "${data[@]}" --epochs 8 "${defense_args[@]}" "--$option" "$value" --output "$teacher"
+    python train_teacher.py "${data[@]}" --epochs 8 "${defense_args[@]}" "--$option" "$value" "${fixed[@]}" \
+        --output "$teacher"
     evaluate "$teacher"
     for seed in 0 1; do
         python distill_student.py "${data[@]}" --subset 1000 --epochs 15 --seed "$seed" --attack kd \

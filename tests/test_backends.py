@@ -168,3 +168,21 @@ def test_sigkill_then_resume_equals_uninterrupted_run(backend, trial, uninterrup
     assert metrics(tmp_path) == metrics(whole)
     resumed, expected = weights(tmp_path), weights(whole)
     assert all(torch.equal(resumed[k], expected[k]) for k in expected)
+
+
+def test_precision_comes_from_the_backend_config(monkeypatch):
+    from argparse import Namespace
+
+    from undistill import UserError
+    from undistill.backends import resolve_precision
+    bf16 = ROOT / "recipes" / "deepspeed" / "zero2_bf16.json"
+    assert resolve_precision(Namespace(backend="deepspeed", deepspeed_config=bf16, precision="auto")) == "bf16"
+    assert resolve_precision(Namespace(backend="deepspeed", deepspeed_config=ZERO2, precision="auto")) == "fp32"
+    with pytest.raises(UserError, match="contradicts"):
+        resolve_precision(Namespace(backend="deepspeed", deepspeed_config=ZERO2, precision="bf16"))
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert resolve_precision(Namespace(backend="accelerate", precision="auto")) == "bf16"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    with pytest.raises(UserError, match="bf16 or fp32"):
+        resolve_precision(Namespace(backend="accelerate", precision="auto"))
+    assert resolve_precision(Namespace(backend="ddp", precision="fp32")) == "fp32"

@@ -26,7 +26,7 @@ def add_arguments(group):
                        help="ddp: torch DDP under torchrun (or one process); deepspeed: ZeRO from --deepspeed-config; "
                             "accelerate: under `accelerate launch --config_file ...`")
     group.add_argument("--deepspeed-config", type=Path, default=DEFAULT_DEEPSPEED_CONFIG,
-                       help="DeepSpeed JSON: ZeRO stage (1-3) and precision (bf16); batch size, optimizer and lr "
+                       help="DeepSpeed JSON: ZeRO stage (1-3) and precision (torch_autocast bf16); batch size, optimizer and lr "
                             "come from this script's options")
 
 
@@ -36,7 +36,7 @@ def resolve_precision(args):
         config = read_deepspeed_config(args.deepspeed_config)
         autocast = config.get("torch_autocast", {})
         chosen = "bf16" if autocast.get("enabled") else "fp32"
-        where = f"{args.deepspeed_config}"
+        where = str(args.deepspeed_config)
     elif args.backend == "accelerate":
         mixed = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
         if mixed not in ("no", "bf16"):
@@ -63,7 +63,7 @@ def read_deepspeed_config(path):
     for key in ("optimizer", "scheduler"):
         if key in config:
             raise UserError(f"{path} sets \"{key}\": remove it; --opt, --lr and the schedule options set it here")
-    # bf16/fp16 modes turn the weights themselves to 16 bits (BatchNorm then fails); autocast keeps fp32 masters.
+    # bf16/fp16 modes turn the weights themselves to 16 bits (BatchNorm then fails on the CPU); autocast keeps fp32.
     for key in ("bf16", "fp16"):
         if config.get(key, {}).get("enabled"):
             raise UserError(f"{path} enables \"{key}\": use \"torch_autocast\": {{\"enabled\": true, \"dtype\": "
