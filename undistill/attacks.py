@@ -29,7 +29,7 @@ def kd(logits, y, teacher_logits, *, alpha, tau, no_labels=False):
 def htc(logits, y, teacher_logits, *, alpha, tau, multiplier, no_labels=False):
     """High temperature composition (seed 002 eq. 9): (1 - alpha) CE + alpha m KL(p_tau(teacher) || p_1(student)).
 
-    Only the teacher is softened (tau >= 50): the student matches the flattened distribution at temperature 1.
+    Only the teacher is softened (tau high; seed 002 searches 4..100): the student matches it at temperature 1.
     """
     return alpha * multiplier * kl(teacher_logits / tau, logits, 1.0) + labels_term(logits, y, alpha, no_labels)
 
