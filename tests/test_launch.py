@@ -146,7 +146,7 @@ def test_preempted_job_is_requeued_and_resumes_exactly(tmp_path, monkeypatch):
     [(job, _)] = launch.submit(train_teacher.main, train_teacher.parse_args([*argv, "--output", str(out),
                                                                              "--slurm-local"]))
     deadline = time.time() + 300
-    while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):  # epoch 1 is on disk
+    while not (out / "checkpoint.pt").exists():  # epoch 1 is on disk (written last, renamed into place)
         assert time.time() < deadline and job.state == "RUNNING", job.stderr()
         time.sleep(0.05)
     [task] = task_pids(int(job.job_id))

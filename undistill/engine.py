@@ -1,8 +1,7 @@
 """The training loop shared by teachers and students: optimizer, schedule, precision, evaluation, progress,
-per-epoch metrics, checkpoints and exact resume; the backend (backends.py: DDP, DeepSpeed, Accelerate) wraps and
-steps the trained model. It never knows which defense or attack runs: it
-gets a model to train, an objective `(logits, y, ref) -> loss` and optionally a `reference`: a module whose
-output on the batch is `ref`. A frozen teacher or adversary is one (eval mode, no gradient, outside DDP). A
+per-epoch metrics, checkpoints and exact resume; a backend (backends.py: DDP, DeepSpeed, Accelerate) wraps and
+steps the trained model. It never knows which defense or attack runs: it gets a model to train, an objective
+`(logits, y, ref) -> loss` and optionally a `reference`: a module whose output on the batch is `ref`. A frozen teacher or adversary is one (eval mode, no gradient, outside DDP). A
 reference may also keep state from the training outputs (CMIM's class centroids): it then has
 `observe(logits, y, ctx)`, called after every step, and `start_epoch(model, batches, ctx)`, and its state is
 saved for exact resume. An objective with an `epoch` parameter is given the current epoch (0-based). A model
