@@ -7,8 +7,8 @@ defense and attack relative to a CE step. Not part of the test suite.
 
 Every number is images per second of full training steps (data, forward, loss, backward, optimizer) after
 --warmup steps, on the project's own step (`engine.train_step`) with its precision and memory format
-(bf16 and channels_last on CUDA). The frozen adversary / teacher is a randomly initialized copy of --arch: the
-cost of a step does not depend on what the weights have learned.
+(bf16 and channels_last on CUDA; --compile adds torch.compile). The frozen adversary / teacher is a randomly
+initialized copy of --arch: the cost of a step does not depend on what the weights have learned.
 """
 import argparse
 import atexit
@@ -148,7 +148,7 @@ def main():
                                    batches, args, ctx)
                 for name, (objective, reference) in objectives.items()}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def teacher_forward(x, y):
         with engine.autocast(ctx, args):
             frozen(x)
