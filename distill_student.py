@@ -46,7 +46,7 @@ def main(args):
     if args.no_labels and "no_labels" not in inspect.signature(ATTACKS[args.attack]).parameters:
         raise UserError(f"--attack {args.attack} uses the labels; --no-labels works with kd, htc and scm")
     ctx = distributed.init(args.device)
-    info = data.load(args.dataset, args.data_dir, args.download, args.subset, args.seed)
+    info = data.load(args.dataset, args.data_dir, args.download, args.subset, args.seed, args.ffcv_dir)
 
     teacher, stingy = None, False
     if args.attack in NEEDS_TEACHER:

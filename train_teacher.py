@@ -48,7 +48,7 @@ def parse_args(argv=None):
 
 def main(args):
     ctx = distributed.init(args.device)
-    info = data.load(args.dataset, args.data_dir, args.download, args.subset, args.seed)
+    info = data.load(args.dataset, args.data_dir, args.download, args.subset, args.seed, args.ffcv_dir)
 
     if args.defense == "stingy":  # no training: wrap a trained teacher so that it only ever emits sparse logits
         return release_stingy(args, info, ctx)

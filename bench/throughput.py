@@ -7,12 +7,16 @@ defense and attack relative to a CE step. Not part of the test suite.
 
 Every number is images per second of full training steps (data, forward, loss, backward, optimizer) after
 --warmup steps, on the project's own step (`engine.train_step`) with its precision and memory format
-(bf16 and channels_last on CUDA). The frozen adversary / teacher is a randomly initialized copy of --arch: the
-cost of a step does not depend on what the weights have learned.
+(bf16 and channels_last on CUDA; --compile adds torch.compile). The frozen adversary / teacher is a randomly
+initialized copy of --arch: the cost of a step does not depend on what the weights have learned.
 """
 import argparse
+import atexit
 import functools
+import importlib.util
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,14 +95,24 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (workers start, kernels tune)")
-    p.add_argument("--loaders", default=",".join(["reference", *sorted(data.LOADERS)]),
-                   help="comma-separated: reference and any of --loader's choices")
+    installed = [name for name in sorted(data.LOADERS) if name != "ffcv" or importlib.util.find_spec("ffcv")]
+    p.add_argument("--loaders", default=",".join(["reference", *installed]),
+                   help="comma-separated: reference and any of --loader's choices (default: all, ffcv if installed)")
     p.add_argument("--step-loader", default="gpu", help="the loader feeding the defense/attack comparison")
     data.add_arguments(p)
     engine.add_arguments(p)
     args = engine.fill_defaults(p.parse_args())
     ctx = distributed.init(args.device)
-    info = data.load(args.dataset, args.data_dir, args.download, args.subset, args.seed)
+    info = data.load(args.dataset, args.data_dir, args.download, args.subset, args.seed, args.ffcv_dir)
+    beton = info.train.records.path
+    if "ffcv" in [*args.loaders.split(","), args.step_loader] and not (beton and beton.is_file()) \
+            and args.dataset != "imagenet":  # small enough to write on the spot; ImageNet's loader says how
+        tmp = Path(tempfile.mkdtemp(prefix="bench-ffcv-"))
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        print(f"no train.beton in --ffcv-dir (default <data-dir>/ffcv): writing a temporary one in {tmp}")
+        full = data.load(args.dataset, args.data_dir, args.download, ffcv_dir=tmp)
+        data.import_ffcv().write(full.train, full.train.records.path, workers=max(args.workers, 1))
+        info = data.load(args.dataset, args.data_dir, args.download, args.subset, args.seed, tmp)
     torch.manual_seed(0)
     print(f"{args.dataset} {args.arch}, batch {args.batch_size}, {args.steps} steps after {args.warmup}, "
           f"device {ctx.device}, {args.workers} workers")
@@ -134,7 +148,7 @@ def main():
                                    batches, args, ctx)
                 for name, (objective, reference) in objectives.items()}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def teacher_forward(x, y):
         with engine.autocast(ctx, args):
             frozen(x)
@@ -147,4 +161,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    distributed.run(lambda _: main(), None)  # a UserError (e.g. no ImageNet .beton) as one line

@@ -3,13 +3,14 @@
 Every dataset yields uint8 CHW images and integer labels. Normalization happens on the device, inside the model
 (models.Classifier), so one batch can feed a teacher and a student that each carry their own statistics.
 Small-image datasets (mnist5k, CIFAR, Tiny-ImageNet) are decoded once into one uint8 tensor; ImageNet stays on disk.
+Each split also knows its FFCV records (`Records`: the .beton that datasets/write_ffcv.py writes), for --loader ffcv.
 """
 import contextlib
 import functools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ STATS = {
 }
 NUM_CLASSES = {"mnist5k": 10, "cifar10": 10, "cifar100": 100, "tinyimagenet": 200, "imagenet": 1000}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGENET_CROP, IMAGENET_RESIZE = 224, 256  # train: random resized crop 224; val: shorter side 256, center 224
 
 
 @dataclass
@@ -44,6 +46,17 @@ class DataInfo:
     mean: tuple
     std: tuple
     image_size: int
+
+
+@dataclass(frozen=True, eq=False)
+class Records:
+    """Where --loader ffcv reads a dataset: `path`, the .beton of its whole split (`size` images, in the order of
+    this module's readers), and which of them the dataset is (`indices`; None: all). `write` is the command that
+    writes the file."""
+    path: Path | None
+    size: int
+    write: str
+    indices: torch.Tensor | None = None
 
 
 class TensorImages(Dataset):
@@ -68,19 +81,30 @@ def add_arguments(parser):
     g.add_argument("--download", action="store_true", help="let torchvision download CIFAR (needs network access)")
     g.add_argument("--subset", type=float, default=None,
                    help="train on part of the training set: a fraction in (0, 1], or a number of images per class")
-    g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data loader processes")
+    g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="data loader processes (--loader ffcv: threads)")
     g.add_argument("--loader", default="torchvision", choices=sorted(LOADERS),
                    help="torchvision: a DataLoader with --workers processes; gpu: the whole split on the device, "
-                   "augmented there in batches (datasets decoded to tensors only, not ImageNet)")
+                   "augmented there in batches (datasets decoded to tensors only, not ImageNet); ffcv: FFCV's "
+                   "loader over the .beton files of --ffcv-dir, with --workers threads")
+    g.add_argument("--ffcv-dir", type=Path, help="where datasets/write_ffcv.py wrote train.beton and test.beton "
+                   "(default: <data-dir>/ffcv)")
 
 
-def load(name, data_dir=None, download=False, subset=None, seed=0):
-    """The named dataset's train and test splits (train augmented), statistics and image size."""
+def load(name, data_dir=None, download=False, subset=None, seed=0, ffcv_dir=None):
+    """The named dataset's train and test splits (train augmented), statistics and image size. Each split's
+    `records` name its .beton in `ffcv_dir` (default <data_dir>/ffcv)."""
     if name != "mnist5k" and data_dir is None:
         raise UserError(f"--dataset {name} needs --data-dir (the dataset root); see README for the layouts")
     if data_dir is not None and not Path(data_dir).is_dir():
         raise UserError(f"--data-dir {data_dir} does not exist; point it at the {name} root")
     train, test, size = LOADERS_BY_DATASET[name](Path(data_dir) if data_dir else None, download)
+    write = f"python datasets/write_ffcv.py --dataset {name}" + (f" --data-dir {data_dir}" if data_dir else "")
+    if ffcv_dir or not data_dir:
+        write += f" --out {ffcv_dir or 'DIR'}"
+    ffcv_dir = Path(ffcv_dir) if ffcv_dir else Path(data_dir) / "ffcv" if data_dir else None
+    for split, dataset in (("train", train), ("test", test)):
+        dataset.records = Records(ffcv_dir and ffcv_dir / f"{split}.beton", len(dataset), write)
     if subset is not None:
         train = take_subset(train, subset, seed)
     mean, std = STATS[name]
@@ -218,15 +242,15 @@ def load_imagenet(root, _download):
             raise UserError(f"{root} has no {split}/ folder: ImageNet needs train/<wnid>/*.JPEG and val/<wnid>/*.JPEG")
     try:
         train = torchvision.datasets.ImageFolder(root / "train", v2.Compose(
-            [v2.RandomResizedCrop(224), v2.RandomHorizontalFlip(), v2.PILToTensor()]))
+            [v2.RandomResizedCrop(IMAGENET_CROP), v2.RandomHorizontalFlip(), v2.PILToTensor()]))
         test = torchvision.datasets.ImageFolder(root / "val", v2.Compose(
-            [v2.Resize(256), v2.CenterCrop(224), v2.PILToTensor()]))
+            [v2.Resize(IMAGENET_RESIZE), v2.CenterCrop(IMAGENET_CROP), v2.PILToTensor()]))
     except FileNotFoundError as e:
         raise UserError(f"ImageNet at {root}: {str(e)[:200]}") from None
     for split, ds in (("train", train), ("val", test)):
         if len(ds.classes) != 1000:
             raise UserError(f"{root / split} has {len(ds.classes)} class folders; ImageNet has 1000")
-    return train, test, 224
+    return train, test, IMAGENET_CROP
 
 
 LOADERS_BY_DATASET = {
@@ -279,7 +303,18 @@ def decode_rgb(path):
 
 
 def labels_of(dataset):
+    if isinstance(dataset, Subset):
+        return labels_of(dataset.dataset)[dataset.indices]
     return dataset.labels if isinstance(dataset, TensorImages) else torch.tensor(dataset.targets)
+
+
+def records_of(dataset):
+    """The dataset's FFCV records (see Records); a Subset's are its parent's, restricted to its indices."""
+    if isinstance(dataset, Subset):
+        return replace(records_of(dataset.dataset), indices=torch.as_tensor(dataset.indices))
+    if not hasattr(dataset, "records"):
+        raise UserError(f"--loader ffcv reads datasets made by data.load, not a bare {type(dataset).__name__}")
+    return dataset.records
 
 
 def take_subset(dataset, subset, seed):
@@ -298,7 +333,10 @@ def take_subset(dataset, subset, seed):
         keep.append(idx[:max(n, 1)])
     keep = torch.cat(keep).sort().values
     if isinstance(dataset, TensorImages):
-        return TensorImages(dataset.images[keep], dataset.labels[keep], dataset.transform)
+        kept = TensorImages(dataset.images[keep], dataset.labels[keep], dataset.transform)
+        if hasattr(dataset, "records"):
+            kept.records = replace(dataset.records, indices=keep)
+        return kept
     return Subset(dataset, keep.tolist())
 
 
@@ -377,4 +415,22 @@ class GpuLoader:
             yield x, self.labels[order[batch]]
 
 
-LOADERS = {"torchvision": TorchvisionLoader, "gpu": GpuLoader}
+def import_ffcv():
+    """undistill/ffcv_io.py, imported on first use: FFCV is optional, and takes seconds to import."""
+    threads = torch.get_num_threads()
+    try:
+        from . import ffcv_io
+    except ImportError as e:
+        raise UserError(f"FFCV is not installed ({e}): install the apt packages, then requirements.txt (see README)"
+                        ) from None
+    finally:
+        torch.set_num_threads(threads)  # importing FFCV sets it to 1
+    return ffcv_io
+
+
+def ffcv_loader(*args, **kwargs):
+    """--loader ffcv: undistill.ffcv_io.FfcvLoader."""
+    return import_ffcv().FfcvLoader(*args, **kwargs)
+
+
+LOADERS = {"torchvision": TorchvisionLoader, "gpu": GpuLoader, "ffcv": ffcv_loader}

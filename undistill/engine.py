@@ -63,6 +63,8 @@ def add_arguments(parser):
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bf16 on CUDA")
     g.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"], help="auto: on with CUDA")
+    g.add_argument("--compile", action="store_true", help="torch.compile the trained model and the frozen one "
+                   "(worth it on CUDA for long runs; the first steps wait for the compiler)")
     g.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch (batch logs)")
     g.add_argument("--log-every", type=int, default=20, help="steps between progress updates (each one syncs)")
 
@@ -124,10 +126,12 @@ def channels_last(ctx, args):
     return args.channels_last == "on" or (args.channels_last == "auto" and ctx.device.type == "cuda")
 
 
-def prepare(model, ctx, args):
+def prepare(model, ctx, args, compile=True):
     model.to(ctx.device)
     if channels_last(ctx, args):
         model.to(memory_format=torch.channels_last)
+    if compile and args.compile:
+        model.compile()  # in place: the state_dict keys stay those of the plain model
     return model
 
 
@@ -177,9 +181,9 @@ def fit(model, objective, reference, info, args, ctx, meta, out):
     args.precision = backends.resolve_precision(args)  # DeepSpeed's or Accelerate's config may decide it
     train_loader, test_loader = make_loaders(info, args, ctx)
     prepare(model, ctx, args)
-    if reference is not None:
-        prepare(reference, ctx, args).eval().requires_grad_(False)
     stateful = hasattr(reference, "observe")
+    if reference is not None:
+        prepare(reference, ctx, args, compile=not stateful).eval().requires_grad_(False)
     start, best, history, state = 0, -1.0, [], None
     if args.resume and (out / "checkpoint.pt").exists():
         state = checkpoint.load(out / "checkpoint.pt")
@@ -273,10 +277,14 @@ def train_epoch(backend, objective, reference, loader, epoch, args, ctx):
 
 def train_step(backend, objective, reference, x, y, args, ctx):
     """One optimizer step on the batch; returns the loss and the final head's logits, both detached."""
+    ref = None
     with autocast(ctx, args):
         logits = backend.trained(x)
-        with torch.no_grad():
-            ref = reference(x).float() if reference is not None else None
+        if reference is not None:
+            with torch.inference_mode():
+                ref = reference(x).float()
+    if ref is not None:
+        ref = ref.clone()  # an inference-mode tensor cannot be saved for backward; its copy can
     loss = objective(logits.float(), y, ref)
     backend.step(loss)
     final = logits[0] if logits.dim() == 3 else logits

@@ -65,12 +65,10 @@ def temperature_key(t):
 
 def unaugmented(train, test):
     """The training set as evaluation sees it: the same images without random augmentation."""
-    if isinstance(train, data.TensorImages):
-        return data.TensorImages(train.images, train.labels)
     if isinstance(train, Subset):
         return Subset(unaugmented(train.dataset, test), train.indices)
-    if hasattr(train, "transform") and hasattr(test, "transform"):  # ImageFolder (ImageNet): the val transform
-        view = copy.copy(train)
+    if hasattr(train, "transform") and hasattr(test, "transform"):  # TensorImages: none; ImageFolder: the val one
+        view = copy.copy(train)  # a view: same images, same FFCV records
         view.transform = test.transform
         return view
     raise UserError(f"cannot build an un-augmented view of a {type(train).__name__} training set")
@@ -124,7 +122,7 @@ def main(args):
     if dataset not in data.NUM_CLASSES:
         raise UserError(f"{args.checkpoint} was trained on {dataset!r}, which this version cannot load: "
                         f"pass --dataset ({', '.join(sorted(data.NUM_CLASSES))})")
-    info = data.load(dataset, args.data_dir, args.download, args.subset, args.seed)
+    info = data.load(dataset, args.data_dir, args.download, args.subset, args.seed, args.ffcv_dir)
     checkpoint.check_compatible(ckpt, info, "checkpoint")
     reference = None
     if args.reference is not None:
