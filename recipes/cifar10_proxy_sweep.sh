@@ -8,6 +8,8 @@
 #   bash recipes/cifar10_proxy_sweep.sh runs/cifar10_cpu_proxy nasty omega 0.06 0.1
 #   bash recipes/cifar10_proxy_sweep.sh runs/cifar10_cpu_proxy cmim cmi-weight 1 4 16
 #   bash recipes/cifar10_proxy_sweep.sh runs/cifar10_cpu_proxy cmim cmi-weight 4 -- --cmi-agg t2mean
+#   bash recipes/cifar10_proxy_sweep.sh runs/cifar10_cpu_proxy cmim cmi-weight 8 -- --cmi-agg t2mean \
+#       --init runs/cifar10_cpu_proxy/teachers/ce/checkpoint.pt --epochs 4       # fine-tune the CE teacher
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 4 ] || { echo "usage: $0 RUN_DIR DEFENSE OPTION VALUE [VALUE ...] [-- FIXED OPTIONS]" >&2; exit 2; }
@@ -16,8 +18,11 @@ shift 3
 values=() fixed=()
 while [ $# -gt 0 ] && [ "$1" != -- ]; do values+=("$1"); shift; done
 [ $# -gt 0 ] && shift && fixed=("$@")
-suffix=$(printf -- '-%s' "${fixed[@]#--}" | tr -d ' ')  # e.g. -cmi-agg-t2mean
-[ ${#fixed[@]} -gt 0 ] || suffix=""
+suffix=""  # e.g. -cmi-agg-t2mean; a checkpoint is named by its run directory: --init .../ce/checkpoint.pt -> -init-ce
+for arg in "${fixed[@]}"; do
+    [ -f "$arg" ] && arg=$(basename "$(dirname "$arg")")
+    suffix+="-${arg#--}"
+done
 data=(--dataset cifar10 --data-dir data/cifar10 --arch cnn --quiet --resume)
 defense_args=(--defense "$defense")
 [ "$defense" = nasty ] && defense_args+=(--adversary "$out/teachers/ce/checkpoint.pt")

@@ -7,7 +7,8 @@ their ECE and CMI at `--cmi-temperature`.
 
 A teacher is undistillable against an attack when the student distilled from it does not beat the
 label-smoothing (ls) student of the same architecture, trained on the same data without any teacher.
-Runs that differ only in --seed are averaged (mean ± std).
+Runs that differ only in --seed are averaged (mean ± std); the students are compared with the LS students of
+the same seeds when all of those exist, else with all LS students.
 """
 import argparse
 import csv
@@ -42,7 +43,17 @@ def method_name(run):
 
 
 def teacher_name(run):
-    return f"{method_name(run)} {run['arch']}"
+    """e.g. `cmim(...) cnn`; a fine-tuned teacher also names its start, `cmim(...)+init=ce cnn`, so that it is
+    not averaged with a teacher of the same settings trained from scratch."""
+    weights = (run.get("args") or {}).get("weights")
+    if weights:
+        path = Path(weights)  # a run's checkpoint is named by its run directory, other files by their stem
+        weights = f"+init={path.parent.name if path.name in ('checkpoint.pt', 'best.pt') else path.stem}"
+    return f"{method_name(run)}{weights or ''} {run['arch']}"
+
+
+def seed(run):
+    return (run.get("args") or {}).get("seed")
 
 
 def mean_std(values):
@@ -68,10 +79,12 @@ def measured(teacher_runs, cmi_temperature):
 def verdict_rows(runs, cmi_temperature=4.0):
     """One row per (teacher, attack, student architecture), accuracies averaged over seeds."""
     teachers = {r["dir"]: r for r in runs if r["role"] == "teacher"}
-    baselines = {}
+    baselines, ls_by_seed = {}, {}
     for r in runs:
         if r["role"] == "student" and r["method"] in ("ls", "scratch"):
             baselines.setdefault((r["dataset"], r["method"], r["arch"]), []).append(r["last_acc"])
+            if r["method"] == "ls":
+                ls_by_seed.setdefault((r["dataset"], r["arch"]), {}).setdefault(seed(r), []).append(r["last_acc"])
     groups, teacher_runs = {}, {}
     for r in runs:
         if r["role"] != "student" or "teacher" not in (r.get("settings") or {}):
@@ -82,15 +95,20 @@ def verdict_rows(runs, cmi_temperature=4.0):
         if teacher is None:
             continue  # its teacher's run is not among the collected directories
         key = (r["dataset"], teacher_name(teacher), method_name(r), r["arch"])
-        groups.setdefault(key, []).append(r["last_acc"])
+        groups.setdefault(key, []).append((seed(r), r["last_acc"]))
         teacher_runs.setdefault(key, {})[teacher["dir"]] = teacher
     ce_teachers = {}
     for t in teachers.values():
         if t["method"] == "ce":
             ce_teachers.setdefault((t["dataset"], t["arch"]), []).append(t["last_acc"])
     rows = []
-    for (dataset, teacher, attack, arch), accs in sorted(groups.items()):
-        student, ls = mean_std(accs), baselines.get((dataset, "ls", arch))
+    for (dataset, teacher, attack, arch), seeded in sorted(groups.items()):
+        student, ls = mean_std([acc for _, acc in seeded]), baselines.get((dataset, "ls", arch))
+        # Against the LS students of the same seeds (the same data subsets and initializations) when they all
+        # exist: a paired comparison, free of the spread between seeds that the students do not share.
+        same_seeds = ls_by_seed.get((dataset, arch), {})
+        if ls and all(s is not None and s in same_seeds for s, _ in seeded):
+            ls = [acc for s, _ in seeded for acc in same_seeds[s]]
         t_runs = list(teacher_runs[(dataset, teacher, attack, arch)].values())
         t_acc = mean_std([t["last_acc"] for t in t_runs])
         ece, cmi = measured(t_runs, cmi_temperature)
