@@ -6,7 +6,8 @@ defense and attack relative to a CE step. Not part of the test suite.
     python bench/throughput.py --dataset cifar10 --data-dir data/cifar10 --arch resnet18 --steps 200   # one GPU
 
 Every number is images per second of full training steps (data, forward, loss, backward, optimizer) after
---warmup steps, on the project's own step (`engine.train_step`) with its precision and memory format
+--warmup steps, on the project's own step (`engine.train_step` with each method's task) with its precision and
+memory format
 (bf16 and channels_last on CUDA; --compile adds torch.compile). The frozen adversary / teacher is a randomly
 initialized copy of --arch: the cost of a step does not depend on what the weights have learned.
 """
@@ -27,9 +28,8 @@ import torchvision.transforms as T  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from undistill import backends, data, distributed, engine, metrics, models  # noqa: E402
-from undistill.attacks import kd  # noqa: E402
-from undistill.defenses import ClassCentroids, ce, cmim, nasty  # noqa: E402
+from undistill import backends, datasets, distributed, engine, loaders, methods, metrics, models, options  # noqa: E402
+from undistill.methods.core import Frozen  # noqa: E402
 
 
 class PILImages(Dataset):
@@ -63,9 +63,9 @@ def reference_batches(info, args, ctx):
 
 
 def project_batches(name, info, args, ctx):
-    loader = data.LOADERS[name](info.train, args.batch_size, train=True, seed=0, workers=args.workers, rank=0,
-                                world_size=1, pin_memory=ctx.device.type == "cuda", device=ctx.device)
-    return forever(lambda epoch: engine.device_batches(loader, epoch, ctx, args))
+    loader = loaders.LOADERS[name](info.train, args.batch_size, train=True, seed=0, workers=args.workers, rank=0,
+                                   world_size=1, pin_memory=ctx.device.type == "cuda", device=ctx.device)
+    return forever(engine.DeviceLoader(loader, ctx, args).epoch)
 
 
 def images_per_s(step, batches, args, ctx):
@@ -86,46 +86,56 @@ def classifier(info, args, ctx):
     return engine.prepare(models.Classifier(net, info.mean, info.std), ctx, args)
 
 
-def training_step(model, objective, reference, args, ctx):
+def task(role, name, settings, info, args, ctx, frozen=None):
+    """The method's task as a run builds it, `frozen` (a model) standing for the checkpoint it would load."""
+    method = methods.get(role, name)
+    if method.frozen is not None:
+        frozen = Frozen(method.option(method.frozen), ["(random)"], frozen, [{}])
+    return method.build(settings, info, ctx, args, frozen)
+
+
+def training_step(model, task, args, ctx):
     backend = backends.DDP(model.train(), engine.make_optimizer(model.parameters(), args), args, ctx)
-    return functools.partial(engine.train_step, backend, objective, reference, args=args, ctx=ctx)
+    return functools.partial(engine.train_step, backend, task, epoch=0, config=args, ctx=ctx)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (workers start, kernels tune)")
-    installed = [name for name in sorted(data.LOADERS) if name != "ffcv" or importlib.util.find_spec("ffcv")]
+    installed = [name for name in sorted(loaders.LOADERS) if name != "ffcv" or importlib.util.find_spec("ffcv")]
     p.add_argument("--loaders", default=",".join(["reference", *installed]),
                    help="comma-separated: reference and any of --loader's choices (default: all, ffcv if installed)")
     p.add_argument("--step-loader", default="gpu", help="the loader feeding the defense/attack comparison")
-    data.add_arguments(p)
+    datasets.add_arguments(p)
+    loaders.add_arguments(p)
     engine.add_arguments(p)
-    args = engine.fill_defaults(p.parse_args())
+    cli = p.parse_args()
+    args, _ = options.resolve(cli, methods.get("defense", "ce"), datasets.record(cli.dataset))
     ctx = distributed.init(args.device)
-    info = data.load(args.dataset, args.data_dir, args.download, args.subset, args.seed, args.ffcv_dir)
+    info = datasets.load(args.dataset, args.data_dir, args.download, args.subset, args.seed, args.ffcv_dir)
     beton = info.train.records.path
     if "ffcv" in [*args.loaders.split(","), args.step_loader] and not (beton and beton.is_file()) \
             and args.dataset != "imagenet":  # small enough to write on the spot; ImageNet's loader says how
         tmp = Path(tempfile.mkdtemp(prefix="bench-ffcv-"))
         atexit.register(shutil.rmtree, tmp, ignore_errors=True)
         print(f"no train.beton in --ffcv-dir (default <data-dir>/ffcv): writing a temporary one in {tmp}")
-        full = data.load(args.dataset, args.data_dir, args.download, ffcv_dir=tmp)
-        data.import_ffcv().write(full.train, full.train.records.path, workers=max(args.workers, 1))
-        info = data.load(args.dataset, args.data_dir, args.download, args.subset, args.seed, tmp)
+        full = datasets.load(args.dataset, args.data_dir, args.download, ffcv_dir=tmp)
+        loaders.import_ffcv().write(full.train, full.train.records.path, workers=max(args.workers, 1))
+        info = datasets.load(args.dataset, args.data_dir, args.download, args.subset, args.seed, tmp)
     torch.manual_seed(0)
     print(f"{args.dataset} {args.arch}, batch {args.batch_size}, {args.steps} steps after {args.warmup}, "
           f"device {ctx.device}, {args.workers} workers")
 
     # Loaders, all on a CE step. The reference runs the bare network on pre-normalized floats in fp32.
     plain = argparse.Namespace(**dict(vars(args), precision="fp32", channels_last="off"))
-    loader_ips = {}
+    loader_ips, ce = {}, task("defense", "ce", {}, info, args, ctx)
     for name in args.loaders.split(","):
         if name == "reference":
             net = models.build(args.arch, info.num_classes).to(ctx.device)
-            step, batches = training_step(net, ce, None, plain, ctx), reference_batches(info, args, ctx)
+            step, batches = training_step(net, ce, plain, ctx), reference_batches(info, args, ctx)
         else:
-            step, batches = training_step(classifier(info, args, ctx), ce, None, args, ctx), \
+            step, batches = training_step(classifier(info, args, ctx), ce, args, ctx), \
                 project_batches(name, info, args, ctx)
         loader_ips[name] = images_per_s(step, batches, args, ctx)
     base = loader_ips.get("reference")
@@ -137,16 +147,15 @@ def main():
     batches = project_batches(args.step_loader, info, args, ctx)
     frozen = classifier(info, args, ctx).eval().requires_grad_(False)
     temps = metrics.parse_temperatures(metrics.DEFAULT_TEMPERATURES)
-    objectives = {
-        "ce": (ce, None),
-        "nasty": (functools.partial(nasty, omega=0.04, tau=4.0), frozen),
-        "cmim": (functools.partial(cmim, cmi_weight=0.5, temperatures=temps, cmi_agg="mean"),
-                 ClassCentroids(info.num_classes, temps).to(ctx.device)),
-        "kd": (functools.partial(kd, alpha=0.9, tau=4.0), frozen),
+    tasks = {
+        "ce": ce,
+        "nasty": task("defense", "nasty", dict(omega=0.04, tau=4.0), info, args, ctx, frozen),
+        "cmim": task("defense", "cmim", dict(cmi_weight=4.0, temperatures=temps, cmi_agg="t2mean", centroids="ema",
+                                             centroid_momentum=0.9), info, args, ctx),
+        "kd": task("attack", "kd", dict(alpha=0.9, tau=4.0, no_labels=False), info, args, ctx, frozen),
     }
-    step_ips = {name: images_per_s(training_step(classifier(info, args, ctx), objective, reference, args, ctx),
-                                   batches, args, ctx)
-                for name, (objective, reference) in objectives.items()}
+    step_ips = {name: images_per_s(training_step(classifier(info, args, ctx), t, args, ctx), batches, args, ctx)
+                for name, t in tasks.items()}
 
     @torch.inference_mode()
     def teacher_forward(x, y):

@@ -5,7 +5,7 @@
     python datasets/write_ffcv.py --dataset imagenet --data-dir /data/imagenet --out /fast/imagenet-ffcv --workers 16
     python datasets/write_ffcv.py --dataset mnist5k --out data/mnist5k-ffcv
 
-The records are the images the project's readers return (undistill.data.load: every layout it accepts), in the same
+The records are the images the project's readers return (undistill.datasets.load: every layout it accepts), in the same
 order, never augmented: the loader checks a file against the dataset, and --subset selects the same images as with
 the other loaders. Small-image datasets are written raw (exact pixels); ImageNet as JPEG (quality 90) at most 400
 pixels on the longer side: FFCV's ResNet-18 setting, which keeps the shorter side of images up to 3:2 at 256 or
@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from undistill import UserError, data, distributed  # noqa: E402
+from undistill import UserError, datasets, distributed, loaders  # noqa: E402
 
 IMAGENET_MAX_RESOLUTION = 400
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, choices=sorted(data.NUM_CLASSES))
+    p.add_argument("--dataset", required=True, choices=sorted(datasets.DATASETS))
     p.add_argument("--data-dir", type=Path, help="dataset root, as for the training scripts (mnist5k: none)")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR (needs network access)")
     p.add_argument("--out", type=Path, help="directory for train.beton and test.beton (default: <data-dir>/ffcv; "
@@ -46,12 +46,12 @@ def main(args):
     imagenet = args.dataset == "imagenet"
     if args.max_resolution is not None and not imagenet:
         raise UserError(f"--max-resolution: {args.dataset}'s images all have one size, which the loader needs")
-    info = data.load(args.dataset, args.data_dir, args.download, ffcv_dir=args.out)
+    info = datasets.load(args.dataset, args.data_dir, args.download, ffcv_dir=args.out)
     splits = [info.train, info.test]
     existing = [str(s.records.path) for s in splits if s.records.path.exists()]
     if existing and not args.overwrite:
         raise UserError(f"{', '.join(existing)} already exist: add --overwrite to replace them")
-    ffcv_io = data.import_ffcv()
+    ffcv_io = loaders.import_ffcv()
     splits[0].records.path.parent.mkdir(parents=True, exist_ok=True)
     for split in splits:
         print(f"writing {len(split)} images to {split.records.path}")

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The attacks that beat the defenses (seed 002 Table 1, on the CPU proxy): HTC, DKD and SCM students on the
-# attacker's 1,000 images per class (seeds 0 and 1, plain CNN, 15 epochs) against the proxy's strongest nasty
-# teacher and against the stingy release. SCM's sequence S^2..S^K (default K = 2) is trained from the nasty teacher
-# with the same omega (whole CIFAR-10, 8 epochs). SCM is not run against the stingy release: the nasty training
-# that builds its sequence needs finite outputs from its adversary. Run after recipes/cifar10_cpu_proxy.sh and the
-# nasty sweep, into the same directory. Resumable. Results: recipes/results/cifar10_cpu_proxy.md
+# The attacks that beat the defenses (Jandial et al., Distilling the Undistillable, Table 1, on the CPU proxy): HTC,
+# DKD and SCM students on the attacker's 1,000 images per class (seeds 0 and 1, plain CNN, 15 epochs) against the
+# proxy's strongest nasty teacher and against the stingy release. SCM's sequence S^2..S^K (default K = 2) is trained
+# from the nasty teacher with the same omega (whole CIFAR-10, 8 epochs). SCM is not run against the stingy release:
+# the nasty training that builds its sequence needs finite outputs from its adversary. Run after
+# recipes/cifar10_cpu_proxy.sh and the nasty sweep, into the same directory. Resumable. Results:
+# recipes/results/cifar10_cpu_proxy.md
 #   bash recipes/cifar10_proxy_attacks.sh [RUN_DIR] [NASTY_TEACHER_NAME] [ITS_OMEGA] [K]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ attack() {  # ATTACK TEACHER_NAME, for the current seed's students
     python distill_student.py "${common[@]}" --resume --attack "$1" --teacher "$out/teachers/$2/checkpoint.pt" \
         --output "$students/$1-from-$2"
 }
-for pass in paper-claim others; do  # seed 002's claim first (HTC, SCM against nasty), then the rest
+for pass in paper-claim others; do  # Jandial et al.'s claim first (HTC, SCM against nasty), then the rest
     for seed in 0 1; do
         students="$out/students-s$seed"
         common=("${data[@]}" --subset 1000 --epochs 15 --seed "$seed")

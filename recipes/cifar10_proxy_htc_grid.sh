@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# HTC over part of seed 002's search space (m in {1, 5, 10, 50}, tau in {4, 20, 50, 100}, alpha in 0.1..0.9)
+# HTC over part of Jandial et al.'s search space (m in {1, 5, 10, 50}, tau in {4, 20, 50, 100}, alpha in 0.1..0.9)
 # against one teacher of the CPU proxy: one student per "TAU M ALPHA" triple and seed, on the attacker's
 # 1,000 images per class (plain CNN, 15 epochs). Run after recipes/cifar10_cpu_proxy.sh, into the same directory.
 # Resumable. Results: recipes/results/cifar10_cpu_proxy.md

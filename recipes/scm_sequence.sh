@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sequence of contrastive models (seed 002 sec. 3.4): from a nasty teacher S^1, train S^i as a nasty teacher
-# against S^(i-1), i = 2..K (the nasty defense, a recipe rather than a new loss), then distill one student from
+# Sequence of contrastive models (Distilling the Undistillable, Jandial et al., ECCV 2022, sec. 3.4): from a nasty
+# teacher S^1, train S^i as a nasty teacher against S^(i-1), i = 2..K (the nasty defense, a recipe rather than a
+# new loss), then distill one student from
 # the ensemble of S^1..S^K (--attack scm; the student is reported against S^1). Resumable: rerun the same command,
 # e.g. with another --seed among the student options to add a seed on the same sequence.
 #   bash recipes/scm_sequence.sh OUT K NASTY_CKPT [train_teacher.py options] -- [distill_student.py options]

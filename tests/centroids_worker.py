@@ -5,7 +5,7 @@ import sys
 import torch
 
 from undistill import distributed
-from undistill.defenses import ClassCentroids
+from undistill.methods.defenses import ClassCentroids
 
 ctx = distributed.init("cpu")
 torch.manual_seed(0)

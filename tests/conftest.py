@@ -1,9 +1,15 @@
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
+from argparse import Namespace
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny, fast settings for end-to-end runs on the built-in data: 200 training images, one worker-free loader.
@@ -22,6 +28,24 @@ def run_script(*argv, nproc=None, check=True):
     return proc
 
 
+def killed_and_resumed(cmd, out, seed):
+    """Start `cmd`, SIGKILL its whole process group at a random moment after the first epoch's checkpoint, then
+    run it again with --resume to the end."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(seed).uniform(0, 1.0))
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before the kill: give it more epochs"
+    killed_at = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
+    resumed = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return killed_at
+
+
 @pytest.fixture(scope="session")
 def ce_teacher(tmp_path_factory):
     """A CE teacher trained for one short epoch, shared by the tests that need a checkpoint."""
@@ -29,3 +53,42 @@ def ce_teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "teacher-ce"
     train_teacher.main(train_teacher.parse_args([*TINY, "--epochs", "1", "--output", str(out)]))
     return out / "checkpoint.pt"
+
+
+# ---- one training step of a method, as a run takes it (for tests that check what a step does)
+
+STATS = ((0.5,) * 3, (0.25,) * 3)
+
+
+def tiny_classifier(seed, classes=3, size=4):
+    """A linear classifier of uint8 images (size x size): small enough to compute its logits by hand."""
+    from undistill import models
+    torch.manual_seed(seed)
+    return models.Classifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, classes)), *STATS)
+
+
+def build_task(role, name, settings, frozen=None, classes=3, image_size=4, world_size=1):
+    """The method's Task as distill_student.py / train_teacher.py build it, for mnist5k-like data of `classes`
+    classes and `image_size` pixels; `frozen` (a module) stands for the checkpoint its frozen option would load."""
+    from dataclasses import replace
+
+    from undistill import datasets, methods
+    from undistill.distributed import Context
+    from undistill.methods.core import Frozen
+    method = methods.get(role, name)
+    if frozen is not None:
+        frozen = Frozen(method.option(method.frozen), ["frozen.pt"], frozen.eval().requires_grad_(False), [{}])
+    record = replace(datasets.record("mnist5k"), num_classes=classes, image_size=image_size)
+    info = datasets.DataInfo(record, None, None)
+    config = Namespace(seed=0, batch_size=8 * world_size, precision="fp32", grad_clip=0.0)
+    return method.build(settings, info, Context(), config, frozen)
+
+
+def step_once(task, model, x, y, lr=0.1, epoch=0):
+    """One engine.train_step of `model` (SGD, lr) with the task; returns the task's Step."""
+    from undistill import backends, engine
+    from undistill.distributed import Context
+    config = Namespace(precision="fp32", grad_clip=0.0)
+    backend = backends.DDP(model, torch.optim.SGD(model.parameters(), lr=lr), config, Context(),
+                           task.trained_beside)
+    return engine.train_step(backend, task, x, y, epoch, config, Context())

@@ -6,14 +6,14 @@ from pathlib import Path
 import torch
 
 from test_ffcv import TEST_N, TRAIN_N, coded_split
-from undistill import data, distributed
+from undistill import distributed, loaders
 
 betons, out = Path(sys.argv[1]), Path(sys.argv[2])
 ctx = distributed.init("cpu")
 common = dict(seed=1, workers=1, rank=ctx.rank, world_size=ctx.world_size)
-train = data.LOADERS["ffcv"](coded_split(betons, "train", TRAIN_N), 8, train=True, **common)
+train = loaders.LOADERS["ffcv"](coded_split(betons, "train", TRAIN_N), 8, train=True, **common)
 seen = {f"epoch{e}": [y.clone() for _, y in train.epoch(e)] for e in (0, 1)}
-test = data.LOADERS["ffcv"](coded_split(betons, "test", TEST_N), 4, train=False, **common)
+test = loaders.LOADERS["ffcv"](coded_split(betons, "test", TEST_N), 4, train=False, **common)
 seen["test"] = [(x.clone(), y.clone()) for x, y in test.epoch(0)]
 torch.save(seen, out / f"rank{ctx.rank}.pt")
 torch.distributed.destroy_process_group()

@@ -2,16 +2,13 @@
 to the project's format, and exact resume after a SIGKILL at a random point, for every backend."""
 import json
 import os
-import random
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from conftest import ROOT, TINY, run_script
+from conftest import ROOT, TINY, killed_and_resumed, run_script
 
 pytest.importorskip("deepspeed")
 pytest.importorskip("accelerate")
@@ -118,23 +115,6 @@ def test_resume_with_another_backend_is_refused(tmp_path):
                       "--output", str(out), check=False)
     assert proc.returncode == 2 and "--backend ddp" in proc.stderr.strip().splitlines()[-1]
     assert (out / "checkpoint.pt").read_bytes() == before
-
-
-def killed_and_resumed(cmd, out, seed):
-    """Start `cmd`, SIGKILL its whole process group at a random moment after the first epoch's checkpoint, then
-    run it again with --resume to the end."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 300
-    while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(random.Random(seed).uniform(0, 1.0))
-    os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run ended before the kill: give it more epochs"
-    killed_at = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
-    run([*cmd, "--resume"])
-    return killed_at
 
 
 KILL_ARGV = ["train_teacher.py", *TINY, "--epochs", "6", "--defense", "ls"]

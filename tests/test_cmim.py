@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import run_script
-from undistill.defenses import ClassCentroids, cmim
+from conftest import build_task, run_script, step_once, tiny_classifier
 from undistill.distributed import Context
+from undistill.methods.defenses import ClassCentroids, cmim
 
 SETTINGS = dict(cmi_weight=0.5, temperatures=[1.0, 4.0], cmi_agg="mean")
 
@@ -22,7 +22,9 @@ def test_cmi_term_is_zero_when_every_output_sits_on_its_class_centroid():
     y = torch.tensor([0, 0, 1])
     centroids = torch.stack([torch.stack([F.softmax(logits[0] / t, 0), F.softmax(logits[2] / t, 0),
                                           torch.full((3,), 1 / 3)]) for t in (1.0, 4.0)])
-    assert cmim(logits, y, centroids, **SETTINGS).item() == pytest.approx(F.cross_entropy(logits, y).item(), abs=1e-6)
+    loss, terms = cmim(logits, y, centroids, **SETTINGS)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, y).item(), abs=1e-6)
+    assert terms["cmi"].item() == pytest.approx(0.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("agg", ["mean", "max", "t2mean"])
@@ -38,15 +40,16 @@ def test_cmim_equals_hand_computed_value(agg):
     ce = sum(-math.log(softmax(row, 1.0)[label]) for row, label in zip(z, y)) / 2
     centroids = torch.zeros(2, 3, 3)
     centroids[0, 0], centroids[1, 0] = torch.tensor(q[1.0]), torch.tensor(q[4.0])
-    got = cmim(torch.tensor(z), torch.tensor(y), centroids, **dict(SETTINGS, cmi_agg=agg))
+    got, terms = cmim(torch.tensor(z), torch.tensor(y), centroids, **dict(SETTINGS, cmi_agg=agg))
     assert got.item() == pytest.approx(ce + 0.5 * aggregate, rel=1e-5)
+    assert (terms["ce"].item(), terms["cmi"].item()) == pytest.approx((ce, aggregate), rel=1e-5)
 
 
 def test_cmi_gradient_pulls_outputs_towards_their_centroid_and_not_the_centroid():
     logits = torch.tensor([[3.0, -1.0, 0.0], [0.0, 1.0, 2.0]], requires_grad=True)
     y = torch.tensor([0, 0])
     centroids = torch.full((2, 3, 3), 1 / 3, requires_grad=True)
-    loss = cmim(logits, y, centroids, **dict(SETTINGS, cmi_weight=100.0))  # CMI dominates
+    loss, _ = cmim(logits, y, centroids, **dict(SETTINGS, cmi_weight=100.0))  # CMI dominates
     loss.backward()
     assert centroids.grad is None  # stop-gradient: the centroids are estimates, not parameters
     kl = lambda z: F.kl_div(torch.full((2, 3), 1 / 3).log(), F.softmax(z, 1), reduction="batchmean")
@@ -67,12 +70,31 @@ def test_epoch_centroids_are_the_class_means_of_a_full_pass():
     centroids = ClassCentroids(2, [1.0, 3.0], "epoch")
     net = torch.nn.Linear(4, 2)
     batches = [(torch.randn(5, 4), torch.tensor([0, 1, 0, 1, 1])), (torch.randn(3, 4), torch.tensor([0, 0, 1]))]
-    centroids.start_epoch(net, iter(batches), Context())
+    centroids.recompute(net, iter(batches), Context())
     x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
     for i, t in enumerate((1.0, 3.0)):
         probs = F.softmax(net(x).detach() / t, 1)
         for c in (0, 1):
             assert torch.allclose(centroids.q[i, c], probs[y == c].mean(0), atol=1e-6)
+
+
+def test_a_cmim_step_observes_its_outputs_into_the_centroids():
+    # Through the loop: the step's loss reads the centroids as they were, then they follow the step's outputs.
+    x, y = torch.randint(0, 256, (6, 3, 4, 4), dtype=torch.uint8), torch.tensor([0, 1, 2, 0, 1, 2])
+    model = tiny_classifier(0)
+    task = build_task("defense", "cmim", dict(cmi_weight=2.0, temperatures=[1.0, 4.0], cmi_agg="mean",
+                                              centroids="ema", centroid_momentum=0.5))
+    with torch.no_grad():
+        logits = model(x)
+    expected, _ = cmim(logits, y, torch.full((2, 3, 3), 1 / 3), cmi_weight=2.0, temperatures=[1.0, 4.0],
+                       cmi_agg="mean")
+    step = step_once(task, model, x, y)
+    assert step.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    for i, temp in enumerate((1.0, 4.0)):
+        for c in range(3):
+            mean = F.softmax(logits[y == c] / temp, 1).mean(0)
+            assert torch.allclose(task.centroids.q[i, c], 0.5 / 3 + 0.5 * mean, atol=1e-6)
+    assert torch.equal(task.state_dict()["centroids"]["q"], task.centroids.q)
 
 
 def test_centroids_agree_across_two_torchrun_ranks(tmp_path):

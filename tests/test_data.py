@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from undistill import UserError, data
+from undistill import UserError, datasets, loaders
 
 CIFAR_TAR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg.tar.gz"
 # Created in this (unsorted) order on purpose: labels must follow the sorted folder names.
@@ -36,7 +36,7 @@ def write_image_folder(split_dir, names, per_class, size=32):
 
 @pytest.fixture(scope="module")
 def mnist():
-    return data.load("mnist5k")
+    return datasets.load("mnist5k")
 
 
 # ---------------------------------------------------------------- mnist5k
@@ -53,7 +53,7 @@ def test_mnist5k_sizes_and_dtype(mnist):
 
 
 def test_mnist5k_split_is_deterministic(mnist):
-    again = data.load("mnist5k")
+    again = datasets.load("mnist5k")
     assert torch.equal(again.train.images, mnist.train.images)
     assert torch.equal(again.train.labels, mnist.train.labels)
     assert torch.equal(again.test.images, mnist.test.images)
@@ -76,7 +76,7 @@ def cifar_tree(tmp_path):
 
 
 def test_cifar10_image_folder_sizes_and_labels(cifar_tree):
-    info = data.load("cifar10", cifar_tree)
+    info = datasets.load("cifar10", cifar_tree)
     assert (len(info.train), len(info.test)) == (20, 10)
     assert info.num_classes == 10 and info.image_size == 32
     assert info.train.images.shape == (20, 3, 32, 32) and info.train.images.dtype == torch.uint8
@@ -89,15 +89,15 @@ def test_cifar10_image_folder_sizes_and_labels(cifar_tree):
 
 
 def test_cifar10_second_load_uses_the_cache(cifar_tree, monkeypatch):
-    first = data.load("cifar10", cifar_tree)
+    first = datasets.load("cifar10", cifar_tree)
     assert (cifar_tree / ".undistill-train.pt").is_file()
     assert (cifar_tree / ".undistill-test.pt").is_file()
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(data, "decode_rgb", no_decoding)
-    second = data.load("cifar10", cifar_tree)
+    monkeypatch.setattr(datasets, "decode_rgb", no_decoding)
+    second = datasets.load("cifar10", cifar_tree)
     assert torch.equal(second.train.images, first.train.images)
     assert torch.equal(second.train.labels, first.train.labels)
     assert torch.equal(second.test.images, first.test.images)
@@ -108,7 +108,7 @@ def test_cifar10_with_seven_class_folders_is_refused(tmp_path):
     write_image_folder(tmp_path / "train", CLASS_NAMES[:7], 1)
     write_image_folder(tmp_path / "test", CLASS_NAMES[:7], 1)
     with pytest.raises(UserError, match=r"7 class folders.*10"):
-        data.load("cifar10", tmp_path)
+        datasets.load("cifar10", tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def real_cifar_slice(tmp_path_factory):
 
 
 def test_real_cifar10_slice(real_cifar_slice):
-    info = data.load("cifar10", real_cifar_slice)
+    info = datasets.load("cifar10", real_cifar_slice)
     assert (len(info.train), len(info.test)) == (30, 30)
     for split in (info.train, info.test):
         assert split.images.shape == (30, 3, 32, 32) and split.images.dtype == torch.uint8
@@ -143,9 +143,9 @@ def test_real_cifar10_slice(real_cifar_slice):
 
 
 def test_real_cifar10_airplane_is_label_0(real_cifar_slice):
-    info = data.load("cifar10", real_cifar_slice)
+    info = datasets.load("cifar10", real_cifar_slice)
     airplane = sorted((real_cifar_slice / "train" / "airplane").iterdir())[0]
-    x = data.decode_rgb(airplane)
+    x = datasets.decode_rgb(airplane)
     matches = [i for i, img in enumerate(info.train.images) if torch.equal(img, x)]
     assert matches and all(info.train.labels[i] == 0 for i in matches)
 
@@ -172,7 +172,7 @@ def write_tinyimagenet(root, annotations=True):
 
 def test_tinyimagenet_stock_layout(tmp_path):
     write_tinyimagenet(tmp_path)
-    info = data.load("tinyimagenet", tmp_path)
+    info = datasets.load("tinyimagenet", tmp_path)
     assert info.num_classes == 200 and info.image_size == 64
     assert len(info.train) == 200
     assert info.train.labels.tolist() == list(range(200))
@@ -185,7 +185,7 @@ def test_tinyimagenet_stock_layout(tmp_path):
 def test_tinyimagenet_without_val_annotations_is_refused(tmp_path):
     write_tinyimagenet(tmp_path, annotations=False)
     with pytest.raises(UserError):
-        data.load("tinyimagenet", tmp_path)
+        datasets.load("tinyimagenet", tmp_path)
 
 
 # ---------------------------------------------------------------- ImageNet layout
@@ -201,12 +201,12 @@ def write_imagenet(root, num_classes):
 def test_imagenet_with_three_classes_is_refused(tmp_path):
     write_imagenet(tmp_path, 3)
     with pytest.raises(UserError, match="1000"):
-        data.load("imagenet", tmp_path)
+        datasets.load("imagenet", tmp_path)
 
 
 def test_imagenet_layout_gives_224_uint8_samples(tmp_path):
     write_imagenet(tmp_path, 1000)
-    info = data.load("imagenet", tmp_path)
+    info = datasets.load("imagenet", tmp_path)
     assert (len(info.train), len(info.test)) == (1000, 1000)
     assert info.num_classes == 1000 and info.image_size == 224
     for split, index, label in ((info.train, 0, 0), (info.test, 999, 999)):
@@ -218,52 +218,52 @@ def test_imagenet_layout_gives_224_uint8_samples(tmp_path):
 # ---------------------------------------------------------------- --subset
 
 def test_subset_fraction_per_class(mnist):
-    sub = data.take_subset(mnist.train, 0.5, seed=0)
+    sub = datasets.take_subset(mnist.train, 0.5, seed=0)
     assert sub.labels.bincount().tolist() == [200] * 10
 
 
 def test_subset_count_per_class(mnist):
-    sub = data.take_subset(mnist.train, 30, seed=0)
+    sub = datasets.take_subset(mnist.train, 30, seed=0)
     assert sub.labels.bincount().tolist() == [30] * 10
     assert sub.transform is mnist.train.transform  # still augmented
 
 
 def test_subset_depends_only_on_the_seed(mnist):
-    a, b = data.take_subset(mnist.train, 30, seed=1), data.take_subset(mnist.train, 30, seed=1)
-    other = data.take_subset(mnist.train, 30, seed=2)
+    a, b = datasets.take_subset(mnist.train, 30, seed=1), datasets.take_subset(mnist.train, 30, seed=1)
+    other = datasets.take_subset(mnist.train, 30, seed=2)
     assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
     assert not torch.equal(a.images, other.images)
 
 
 def test_subset_through_load(mnist):
-    info = data.load("mnist5k", subset=30, seed=1)
-    assert torch.equal(info.train.images, data.take_subset(mnist.train, 30, seed=1).images)
+    info = datasets.load("mnist5k", subset=30, seed=1)
+    assert torch.equal(info.train.images, datasets.take_subset(mnist.train, 30, seed=1).images)
     assert len(info.test) == 1000  # the test set is never subsampled
 
 
 @pytest.mark.parametrize("bad", [0, -0.5, 2.5, 401])
 def test_subset_bad_values_are_refused(mnist, bad):
     with pytest.raises(UserError):
-        data.take_subset(mnist.train, bad, seed=0)
+        datasets.take_subset(mnist.train, bad, seed=0)
 
 
 # ---------------------------------------------------------------- --data-dir
 
 def test_cifar10_without_data_dir_is_refused():
     with pytest.raises(UserError, match="--data-dir"):
-        data.load("cifar10")
+        datasets.load("cifar10")
 
 
 def test_nonexistent_data_dir_is_refused(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        data.load("cifar10", tmp_path / "nowhere")
+        datasets.load("cifar10", tmp_path / "nowhere")
 
 
 # ---------------------------------------------------------------- TorchvisionLoader
 
 @pytest.fixture(scope="module")
 def small_train(mnist):
-    return data.take_subset(mnist.train, 20, seed=0)  # 200 augmented images
+    return datasets.take_subset(mnist.train, 20, seed=0)  # 200 augmented images
 
 
 def batches(loader, epoch):
@@ -275,7 +275,7 @@ def same(a, b):
 
 
 def test_loader_order_replays_for_the_same_epoch(small_train):
-    loader = data.TorchvisionLoader(small_train, 32, train=True, seed=1, workers=0, rank=0, world_size=1)
+    loader = loaders.TorchvisionLoader(small_train, 32, train=True, seed=1, workers=0, rank=0, world_size=1)
     first, second = batches(loader, 3), batches(loader, 3)
     assert [y.tolist() for _, y in first] == [y.tolist() for _, y in second]
     assert [y.tolist() for _, y in batches(loader, 4)] != [y.tolist() for _, y in first]
@@ -283,7 +283,7 @@ def test_loader_order_replays_for_the_same_epoch(small_train):
 
 def test_loader_batches_replay_for_the_same_epoch_with_workers(small_train):
     # Worker processes draw their augmentation seeds from (seed, epoch) alone, whatever the caller's RNG did.
-    loader = data.TorchvisionLoader(small_train, 32, train=True, seed=1, workers=2, rank=0, world_size=1)
+    loader = loaders.TorchvisionLoader(small_train, 32, train=True, seed=1, workers=2, rank=0, world_size=1)
     first = batches(loader, 3)
     torch.rand(1)  # whatever the caller did in between with the global RNG
     second = batches(loader, 3)
@@ -295,7 +295,7 @@ def test_loader_batches_replay_for_the_same_epoch_with_workers(small_train):
 
 def test_loader_batches_replay_when_the_global_rng_is_seeded_per_epoch(small_train):
     # What engine.fit does before every epoch; with workers=0 the augmentation draws from the global RNG.
-    loader = data.TorchvisionLoader(small_train, 32, train=True, seed=1, workers=0, rank=0, world_size=1)
+    loader = loaders.TorchvisionLoader(small_train, 32, train=True, seed=1, workers=0, rank=0, world_size=1)
     runs = []
     for _ in range(2):
         torch.manual_seed(1 * 100_003 + 3)
@@ -305,10 +305,10 @@ def test_loader_batches_replay_when_the_global_rng_is_seeded_per_epoch(small_tra
 
 def test_eval_loader_splits_ranks_without_padding():
     n = 11
-    dataset = data.TensorImages(torch.zeros(n, 3, 4, 4, dtype=torch.uint8), torch.arange(n))
+    dataset = datasets.TensorImages(torch.zeros(n, 3, 4, 4, dtype=torch.uint8), torch.arange(n))
     seen = []
     for rank in range(2):
-        loader = data.TorchvisionLoader(dataset, 4, train=False, seed=0, workers=0, rank=rank, world_size=2)
+        loader = loaders.TorchvisionLoader(dataset, 4, train=False, seed=0, workers=0, rank=rank, world_size=2)
         seen.append(torch.cat([y for _, y in loader.epoch(0)]).tolist())
     assert len(seen[0]) + len(seen[1]) == n  # no padding duplicates
     assert not set(seen[0]) & set(seen[1])
@@ -324,15 +324,15 @@ def coded(n, size=8, augment=None):
     grid = torch.arange(1, size + 1, dtype=torch.uint8)
     images = torch.stack([(labels + 1).to(torch.uint8).view(n, 1, 1).expand(n, size, size),
                           grid.view(1, 1, size).expand(n, size, size), grid.view(1, size, 1).expand(n, size, size)], 1)
-    return data.TensorImages(images.contiguous(), labels, augment)
+    return datasets.TensorImages(images.contiguous(), labels, augment)
 
 
 def gpu_loader(dataset, batch_size=8, train=True, seed=1, rank=0, world_size=1):
-    return data.GpuLoader(dataset, batch_size, train=train, seed=seed, workers=0, rank=rank, world_size=world_size,
+    return loaders.GpuLoader(dataset, batch_size, train=train, seed=seed, workers=0, rank=rank, world_size=world_size,
                           device=torch.device("cpu"))
 
 
-CROP_FLIP = data.Augment(crop=8, pad=2, flip=True)
+CROP_FLIP = datasets.Augment(crop=8, pad=2, flip=True)
 
 
 def test_gpu_loader_keeps_images_with_their_labels(mnist):
@@ -365,10 +365,10 @@ def test_gpu_loader_crops_and_flips_as_declared():
 
 
 def test_gpu_loader_follows_the_datasets_augmentation(mnist):
-    assert mnist.train.transform == data.Augment(crop=32, pad=2)  # digits: crop, no flip
+    assert mnist.train.transform == datasets.Augment(crop=32, pad=2)  # digits: crop, no flip
     x, y = next(iter(gpu_loader(coded(8)).epoch(0)))
     assert torch.equal(x, coded(8).images[y])  # none declared: the images as they are
-    tiny = coded(8, size=16, augment=data.Augment(degrees=20))  # Tiny-ImageNet's rotation
+    tiny = coded(8, size=16, augment=datasets.Augment(degrees=20))  # Tiny-ImageNet's rotation
     rotated, y = next(iter(gpu_loader(tiny).epoch(0)))
     assert ((rotated[:, 0] == 0) | (rotated[:, 0] == (y + 1).view(-1, 1, 1))).all()
     assert (rotated[:, 0] == 0).any()
@@ -377,7 +377,7 @@ def test_gpu_loader_follows_the_datasets_augmentation(mnist):
 
 def test_rotation_by_a_right_angle_is_exact():
     x = torch.arange(2 * 3 * 5 * 5, dtype=torch.uint8).view(2, 3, 5, 5)
-    rotated = data.rotate(x, torch.tensor([90.0, 0.0]))
+    rotated = datasets.rotate(x, torch.tensor([90.0, 0.0]))
     assert torch.equal(rotated[0], torch.rot90(x[0], 1, (1, 2))) and torch.equal(rotated[1], x[1])
 
 
@@ -396,7 +396,7 @@ def test_gpu_loader_has_as_many_batches_as_torchvision(n, batch_size, world_size
         for rank in range(world_size):
             kwargs = dict(train=train, seed=0, workers=0, rank=rank, world_size=world_size)
             assert len(gpu_loader(coded(n), batch_size, train, 0, rank, world_size)) == len(
-                data.TorchvisionLoader(coded(n), batch_size, **kwargs))
+                loaders.TorchvisionLoader(coded(n), batch_size, **kwargs))
 
 
 def test_gpu_loader_ranks_partition_the_training_set():
@@ -422,8 +422,8 @@ def test_gpu_loader_test_split_covers_every_image_once():
 
 def test_gpu_loader_test_split_matches_torchvision(mnist):
     kwargs = dict(train=False, seed=0, workers=0, rank=1, world_size=2)
-    assert same(batches(data.GpuLoader(mnist.test, 128, **kwargs), 0),
-                batches(data.TorchvisionLoader(mnist.test, 128, **kwargs), 0))
+    assert same(batches(loaders.GpuLoader(mnist.test, 128, **kwargs), 0),
+                batches(loaders.TorchvisionLoader(mnist.test, 128, **kwargs), 0))
 
 
 def test_gpu_loader_refuses_what_it_cannot_hold():

@@ -1,4 +1,5 @@
-"""Teacher defenses: loss values against hand computations, gradient directions, and the stingy transforms."""
+"""Teacher defenses: loss values and terms against hand computations, gradient directions, a nasty step through
+the loop, and the stingy release."""
 
 import functools
 import math
@@ -8,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from undistill import defenses, models
-from undistill.defenses import (kl, ls, nasty, stingy_k, stingy_least, stingy_reverse, stingy_smooth,
-                                stingy_top)
+from conftest import build_task, step_once, tiny_classifier
+from undistill import datasets, models, releases
+from undistill.methods.core import kl, ls
+from undistill.methods.defenses import nasty
+from undistill.releases import stingy_k, stingy_least, stingy_reverse, stingy_smooth, stingy_top
 
 INF = math.inf
 
@@ -46,13 +49,13 @@ def test_ls_is_ce_against_smoothed_one_hot():
     eps, k = 0.1, 4
     target = (1 - eps) * F.one_hot(y, k).double() + eps / k
     expected = -(target * F.log_softmax(z, dim=1)).sum(1).mean()
-    torch.testing.assert_close(ls(z, y, smoothing=eps), expected)
+    torch.testing.assert_close(ls(z, y, smoothing=eps)[0], expected)
 
 
 def test_ls_with_zero_smoothing_is_ce():
     z = t([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0]])
     y = torch.tensor([1, 2])
-    torch.testing.assert_close(ls(z, y, smoothing=0.0), torch.tensor(ce_rows(z.tolist(), [1, 2]), dtype=z.dtype))
+    torch.testing.assert_close(ls(z, y, smoothing=0.0)[0], torch.tensor(ce_rows(z.tolist(), [1, 2]), dtype=z.dtype))
 
 
 def test_kl_hand_computed_batchmean():
@@ -88,24 +91,26 @@ Y = [0, 1, 3]
 @pytest.mark.parametrize("omega,tau", [(0.04, 4.0), (0.005, 20.0), (0.5, 1.0)])
 def test_nasty_value_is_ce_minus_weighted_kl(omega, tau):
     expected = ce_rows(Z_T, Y) - omega * tau ** 2 * kl_rows(Z_T, Z_A, tau)
-    got = nasty(t(Z_T), torch.tensor(Y), t(Z_A), omega=omega, tau=tau).item()
-    assert got == pytest.approx(expected, rel=1e-10)
+    got, terms = nasty(t(Z_T), torch.tensor(Y), t(Z_A), omega=omega, tau=tau)
+    assert got.item() == pytest.approx(expected, rel=1e-10)
+    assert terms["ce"].item() == pytest.approx(ce_rows(Z_T, Y), rel=1e-10)
+    assert terms["kl"].item() == pytest.approx(kl_rows(Z_T, Z_A, tau), rel=1e-10)
 
 
 def test_nasty_larger_omega_lowers_the_loss():
     assert kl_rows(Z_T, Z_A, 4.0) > 0
-    low, high = (nasty(t(Z_T), torch.tensor(Y), t(Z_A), omega=w, tau=4.0).item() for w in (0.01, 0.1))
+    low, high = (nasty(t(Z_T), torch.tensor(Y), t(Z_A), omega=w, tau=4.0)[0].item() for w in (0.01, 0.1))
     assert high < low
 
 
 def test_nasty_with_zero_omega_is_ce():
-    got = nasty(t(Z_T), torch.tensor(Y), t(Z_A), omega=0.0, tau=4.0).item()
+    got = nasty(t(Z_T), torch.tensor(Y), t(Z_A), omega=0.0, tau=4.0)[0].item()
     assert got == pytest.approx(ce_rows(Z_T, Y), rel=1e-12)
 
 
 def test_nasty_gradient_reaches_the_nasty_model_only():
     z_t, z_a = t(Z_T).requires_grad_(), t(Z_A).requires_grad_()
-    nasty(z_t, torch.tensor(Y), z_a, omega=0.04, tau=4.0).backward()
+    nasty(z_t, torch.tensor(Y), z_a, omega=0.04, tau=4.0)[0].backward()
     assert z_t.grad is not None and z_t.grad.abs().sum() > 0
     assert z_a.grad is None or not z_a.grad.any()
 
@@ -113,7 +118,7 @@ def test_nasty_gradient_reaches_the_nasty_model_only():
 def test_nasty_kl_gradient_is_taken_through_the_nasty_side():
     # The KL term's gradient must flow through softmax(z_T) (the target side of kl_div), not be detached.
     z_t = t(Z_T).requires_grad_()
-    nasty(z_t, torch.tensor(Y), t(Z_A), omega=0.04, tau=4.0).backward()
+    nasty(z_t, torch.tensor(Y), t(Z_A), omega=0.04, tau=4.0)[0].backward()
     z_ce = t(Z_T).requires_grad_()
     F.cross_entropy(z_ce, torch.tensor(Y)).backward()
     assert not torch.allclose(z_t.grad, z_ce.grad)
@@ -123,19 +128,34 @@ def test_descending_nasty_pushes_away_from_the_adversary():
     # With omega huge the CE part is negligible: a small descent step on the loss must increase the KL.
     z_t = t(Z_T).requires_grad_()
     z_a = t(Z_A)
-    nasty(z_t, torch.tensor(Y), z_a, omega=1e3, tau=4.0).backward()
+    nasty(z_t, torch.tensor(Y), z_a, omega=1e3, tau=4.0)[0].backward()
     step = z_t.detach() - 1e-2 * z_t.grad / z_t.grad.norm()
     assert kl(step, z_a, 4.0) > kl(t(Z_T), z_a, 4.0)
 
 
 def test_descending_nasty_matches_ascending_kl():
     z_t = t(Z_T).requires_grad_()
-    nasty(z_t, torch.tensor(Y), t(Z_A), omega=1e3, tau=4.0).backward()
+    nasty(z_t, torch.tensor(Y), t(Z_A), omega=1e3, tau=4.0)[0].backward()
     g_nasty = z_t.grad.clone()
     z_k = t(Z_T).requires_grad_()
     kl(z_k, t(Z_A), 4.0).backward()
     cosine = F.cosine_similarity(g_nasty.flatten(), -z_k.grad.flatten(), dim=0)
     assert cosine > 0.999
+
+
+def test_a_nasty_step_pushes_the_model_away_from_its_frozen_adversary():
+    # One engine.train_step of the nasty task, with a large omega: the loss is CE - omega tau^2 KL of the model's
+    # and the adversary's logits on the batch, the adversary does not move, and the KL grows.
+    x, y = torch.randint(0, 256, (6, 3, 4, 4), dtype=torch.uint8), torch.tensor([0, 1, 2, 0, 1, 2])
+    adversary, model = tiny_classifier(1), tiny_classifier(0)
+    before = {k: v.clone() for k, v in adversary.state_dict().items()}
+    with torch.no_grad():
+        z_t, z_a = model(x).tolist(), adversary(x).tolist()
+    step = step_once(build_task("defense", "nasty", dict(omega=10.0, tau=4.0), adversary), model, x, y, lr=0.01)
+    assert step.loss.item() == pytest.approx(ce_rows(z_t, y.tolist()) - 160.0 * kl_rows(z_t, z_a, 4.0), rel=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in adversary.state_dict().items())
+    with torch.no_grad():
+        assert kl_rows(model(x).tolist(), z_a, 4.0) > kl_rows(z_t, z_a, 4.0)
 
 
 # ---------------------------------------------------------------- stingy
@@ -153,8 +173,7 @@ def test_stingy_k_rounds_down_and_is_at_least_one():
 
 
 def test_stingy_ratios_per_dataset_give_the_papers_k():
-    from undistill.data import NUM_CLASSES
-    ks = {name: stingy_k(defenses.STINGY_RATIO[name], NUM_CLASSES[name]) for name in NUM_CLASSES}
+    ks = {name: stingy_k(r.papers["stingy"]["ratio"], r.num_classes) for name, r in datasets.DATASETS.items()}
     assert ks == {"mnist5k": 2, "cifar10": 2, "cifar100": 10, "tinyimagenet": 20, "imagenet": 100}
 
 
@@ -244,9 +263,12 @@ def test_stingy_least_keeps_k_logits_and_argmax(logits_and_k):
     assert torch.equal(out.argmax(1), z.argmax(1))
 
 
-def test_stingy_variants_registry():
-    assert defenses.STINGY_VARIANTS == {"top": stingy_top, "smooth": stingy_smooth, "reverse": stingy_reverse,
-                                        "least": stingy_least}
+@pytest.mark.parametrize("variant", sorted(releases.STINGY_VARIANTS))
+def test_a_release_names_its_transform_and_the_loaded_model_applies_it(variant):
+    z = torch.tensor([[1.0, 5.0, 3.0, 2.0, 4.0]])
+    transform = releases.transform({"name": "stingy", "variant": variant, "ratio": 0.4, "k": 2})
+    assert torch.equal(transform(z), releases.STINGY_VARIANTS[variant](z, 2))
+    assert releases.transform(None) is None
 
 
 # ---------------------------------------------------------------- released classifier

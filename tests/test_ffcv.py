@@ -21,23 +21,23 @@ pytestmark = pytest.mark.filterwarnings(
 
 from conftest import ROOT, TINY, run_script  # noqa: E402
 from test_data import coded  # noqa: E402
-from undistill import UserError, data  # noqa: E402
+from undistill import UserError, datasets, loaders  # noqa: E402
 
-ffcv_io = data.import_ffcv()
+ffcv_io = loaders.import_ffcv()
 TRAIN_N, TEST_N = 40, 11
-CIFAR_AUGMENT = data.cifar_augment(32)  # pad 4 + flip
+CIFAR_AUGMENT = datasets.Augment(crop=32, pad=4, flip=True)  # pad 4 + flip
 
 
 def coded_split(betons, split, n, augment=CIFAR_AUGMENT):
     """test_data.coded's images (each pixel names its image and place; label = image id) as a split whose FFCV
     records are betons/<split>.beton; training splits carry `augment`."""
     dataset = coded(n, 32, augment if split == "train" else None)
-    dataset.records = data.Records(betons / f"{split}.beton", n, "test_ffcv.py")
+    dataset.records = datasets.Records(betons / f"{split}.beton", n, "test_ffcv.py")
     return dataset
 
 
 def ffcv_loader(dataset, batch_size=8, train=False, seed=1, rank=0, world_size=1):
-    return data.LOADERS["ffcv"](dataset, batch_size, train=train, seed=seed, workers=2, rank=rank,
+    return loaders.LOADERS["ffcv"](dataset, batch_size, train=train, seed=seed, workers=2, rank=rank,
                                 world_size=world_size)
 
 
@@ -89,7 +89,7 @@ def cifar_epochs(coded_betons):
 # ---------------------------------------------------------------- the writer and the records
 
 def test_raw_records_read_back_exactly_in_order(mnist_betons):
-    info = data.load("mnist5k", subset=20, seed=3, ffcv_dir=mnist_betons)
+    info = datasets.load("mnist5k", subset=20, seed=3, ffcv_dir=mnist_betons)
     for split in (info.test, info.train):  # the whole test split; 20 images per class of train, by their indices
         loader = ffcv_loader(split, 64)
         x, y = gather(loader.epoch(0))
@@ -99,13 +99,13 @@ def test_raw_records_read_back_exactly_in_order(mnist_betons):
 
 def test_missing_or_foreign_records_are_refused(mnist_betons, coded_betons, tmp_path):
     with pytest.raises(UserError, match="pass --ffcv-dir"):
-        ffcv_loader(data.load("mnist5k").test)
+        ffcv_loader(datasets.load("mnist5k").test)
     with pytest.raises(UserError, match=r"no .*train.beton: write it with `python datasets/write_ffcv.py "
                                         r"--dataset mnist5k --out"):
-        ffcv_loader(data.load("mnist5k", ffcv_dir=tmp_path).train)
+        ffcv_loader(datasets.load("mnist5k", ffcv_dir=tmp_path).train)
     (tmp_path / "train.beton").write_bytes((mnist_betons / "test.beton").read_bytes())  # another split
     with pytest.raises(UserError, match="another dataset or layout"):
-        ffcv_loader(data.load("mnist5k", ffcv_dir=tmp_path).train)
+        ffcv_loader(datasets.load("mnist5k", ffcv_dir=tmp_path).train)
     reordered = coded_split(coded_betons, "test", TEST_N)  # same size, other order: labels tell
     reordered.labels = reordered.labels.flip(0)
     with pytest.raises(UserError, match="another dataset or layout"):
@@ -140,7 +140,7 @@ def test_augmentation_is_a_crop_of_the_padded_image_and_a_flip(cifar_epochs):
     assert sorted(y.tolist()) == list(range(TRAIN_N))
     pad, seen = CIFAR_AUGMENT.pad, set()
     for image, label in zip(x, y):
-        # What data.Augment(crop=32, pad=4, flip=True) can make of the un-augmented image with this label.
+        # What datasets.Augment(crop=32, pad=4, flip=True) can make of the un-augmented image with this label.
         padded = F.pad(dataset.images[label], (pad,) * 4)
         crops = {(top - pad, left - pad): padded[:, top:top + 32, left:left + 32]
                  for top in range(2 * pad + 1) for left in range(2 * pad + 1)}
@@ -152,7 +152,7 @@ def test_augmentation_is_a_crop_of_the_padded_image_and_a_flip(cifar_epochs):
 
 
 def test_rotation_runs_on_the_device_and_replays(coded_betons):
-    rotating = data.Augment(degrees=20, flip=True)  # Tiny-ImageNet's, which FFCV has no operation for
+    rotating = datasets.Augment(degrees=20, flip=True)  # Tiny-ImageNet's, which FFCV has no operation for
     loader = ffcv_loader(coded_split(coded_betons, "train", TRAIN_N, rotating), train=True)
     (x, y), again = (gather(loader.epoch(0)) for _ in range(2))
     assert torch.equal(x, again[0]) and torch.equal(y, again[1])
@@ -192,7 +192,7 @@ def test_imagenet_crops_replay_and_evaluation_crops_the_center(tmp_path):
             else:  # smooth, 300x400: resizing methods agree
                 image = np.stack([(rows + cols) * 255 // 698, rows * 255 // 299, np.full_like(rows, c % 256)], -1)
             Image.fromarray(image.astype(np.uint8)).save(tmp_path / split / f"n{c:08d}" / "0.JPEG", quality=95)
-    info = data.load("imagenet", tmp_path)
+    info = datasets.load("imagenet", tmp_path)
     (tmp_path / "ffcv").mkdir()
     for split in (info.train, info.test):
         ffcv_io.write(split, split.records.path, "jpg", 400, 90, workers=2)

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from undistill import metrics
-from undistill.defenses import stingy_top
+from undistill.distributed import Context
+from undistill.methods.defenses import ClassCentroids, cmim
+from undistill.releases import stingy_top
 from undistill.metrics import CMIAccumulator, SplitMetrics
 
 INF = math.inf
@@ -80,13 +82,16 @@ def test_cmi_streamed_in_chunks_equals_one_shot():
         assert reduced.value()[temp] == pytest.approx(whole[temp], rel=1e-12, abs=1e-15)
 
 
-def test_temperature_equals_the_power_transform():
-    z = torch.randn(16, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 4
-    p = torch.softmax(z, 1)
-    for temp in TEMPS:
-        a = 1 / temp
-        power = p ** a / (p ** a).sum(1, keepdim=True)
-        assert torch.allclose(torch.softmax(z / temp, 1), power, rtol=1e-10, atol=1e-14)
+def test_cmims_training_term_with_exact_centroids_is_the_measured_cmi():
+    # What a CMIM teacher minimizes (its term, with the centroids of a full pass) is what evaluate measures.
+    z = torch.randn(40, 5, generator=torch.Generator().manual_seed(1)) * 3
+    y = torch.arange(40) % 5
+    centroids = ClassCentroids(5, TEMPS, "epoch")
+    centroids.recompute(lambda logits: logits, [(z, y)], Context())
+    measured = metrics.cmi(z, y, 5, TEMPS)
+    for i, temp in enumerate(TEMPS):
+        _, terms = cmim(z, y, centroids.q[i:i + 1], cmi_weight=1.0, temperatures=[temp], cmi_agg="mean")
+        assert terms["cmi"].item() == pytest.approx(measured[temp], rel=1e-4, abs=1e-7)
 
 
 def test_ece_is_zero_when_calibrated_and_matches_a_hand_value():

@@ -49,8 +49,8 @@ def test_methods_are_named_by_their_settings_and_markdown_shows_the_verdict(tmp_
     rows, baselines = report.verdict_rows(report.collect([tmp_path]))
     assert [r["teacher"] for r in rows] == ["stingy(variant=top,k=2,ratio=0.2) cnn"]
     text = report.markdown(rows, baselines)
-    assert ("| cifar10 | stingy(variant=top,k=2,ratio=0.2) cnn | 90.00 | +0.00 | - | - | kd | cnn | 60.00 | -20.00 "
-            "| **yes** |") in text
+    assert ("| cifar10 | stingy(variant=top,k=2,ratio=0.2) cnn | 90.00 | +0.00 | - | - | kd | black-box | cnn "
+            "| 60.00 | -20.00 | **yes** |") in text
     report.write_csv(rows, tmp_path / "t.csv")
     assert (tmp_path / "t.csv").read_text().splitlines()[1].endswith(",True")
 

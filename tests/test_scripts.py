@@ -8,8 +8,16 @@ from PIL import Image
 import distill_student
 import train_teacher
 from conftest import TINY, run_script
-from undistill import UserError, checkpoint, data, engine, report
+from undistill import UserError, checkpoint, datasets, engine, methods, options, report
 from undistill.distributed import Context
+
+
+def accuracy_on_test_split(model):
+    """The model's accuracy on mnist5k's test split, as a run evaluates it."""
+    args = train_teacher.parse_args(TINY)
+    config, _ = options.resolve(args, methods.get("defense", "ce"), datasets.record("mnist5k"))
+    test = engine.make_loader(datasets.load("mnist5k").test, config, Context(), train=False)
+    return engine.evaluate(model, test, Context(), config)["acc"]
 
 
 def train(script, tmp_path, name, *argv):
@@ -28,6 +36,7 @@ def test_teacher_run_writes_checkpoint_metrics_and_summary(ce_teacher):
     [line] = (out / "metrics.jsonl").read_text().splitlines()
     metrics = json.loads(line)
     assert {"loss", "test_acc", "lr", "images_per_s", "time_s", "epoch"} <= set(metrics)
+    assert metrics["terms"] == {"ce": pytest.approx(metrics["loss"])}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["last_acc"] == metrics["test_acc"] and summary["best_acc"] >= summary["last_acc"]
     assert (out / "best.pt").is_file() and (out / "command.txt").is_file()
@@ -37,15 +46,13 @@ def test_stingy_release_feeds_kd_and_keeps_teacher_accuracy(ce_teacher, tmp_path
     released = train(train_teacher, tmp_path, "stingy", "--defense", "stingy", "--from", str(ce_teacher))
     model, ckpt = checkpoint.load_classifier(released / "checkpoint.pt")
     assert ckpt["release"] == {"name": "stingy", "variant": "top", "ratio": 0.2, "k": 2}
-    x = data.load("mnist5k").test.images[:64]
+    x = datasets.load("mnist5k").test.images[:64]
     with torch.no_grad():
         logits = model(x)
     assert torch.isfinite(logits).sum(1).eq(2).all()  # a black-box user only ever sees 2 logits per image
     original, _ = checkpoint.load_classifier(ce_teacher)
-    args = train_teacher.parse_args([*TINY])
-    test_loader = engine.make_loaders(data.load("mnist5k"), args, Context())[1]
-    stingy_acc = engine.evaluate(model, test_loader, Context(), args)["acc"]
-    assert stingy_acc == engine.evaluate(original, test_loader, Context(), args)["acc"]
+    stingy_acc = accuracy_on_test_split(model)
+    assert stingy_acc == accuracy_on_test_split(original)
     assert stingy_acc == json.loads((released / "summary.json").read_text())["last_acc"]
 
     student = train(distill_student, tmp_path, "kd", "--attack", "kd", "--teacher", str(released / "checkpoint.pt"),
@@ -55,15 +62,18 @@ def test_stingy_release_feeds_kd_and_keeps_teacher_accuracy(ce_teacher, tmp_path
     assert torch.load(student / "checkpoint.pt", weights_only=True)["role"] == "student"
 
 
-@pytest.mark.parametrize("attack, extra", [("kd", ["--no-labels"]), ("htc", []), ("dkd", []), ("scm", []),
-                                           ("skeptical", ["--arch", "resnetc20"])])
-def test_every_attack_distills_from_a_subset(ce_teacher, tmp_path, attack, extra):
-    # TINY already takes 20 images per class (--subset), the limited-data setting of seed 001 / seed 002
+@pytest.mark.parametrize("attack, extra, terms", [
+    ("kd", ["--no-labels"], {"kl"}), ("htc", [], {"kl", "ce"}), ("dkd", [], {"ce", "tckd", "nckd"}),
+    ("scm", [], {"kl", "ce"}), ("skeptical", ["--arch", "resnetc20"], {"ce", "kl"})])
+def test_every_attack_distills_from_a_subset_and_logs_its_terms(ce_teacher, tmp_path, attack, extra, terms):
+    # TINY already takes 20 images per class (--subset): the papers' limited-data setting
     out = train(distill_student, tmp_path, attack, "--attack", attack, "--teacher", str(ce_teacher),
                 "--epochs", "1", *extra)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == attack and 0 <= summary["last_acc"] <= 100
-    assert summary["args"]["subset"] == 20
+    assert summary["args"]["subset"] == 20 and summary["access"] == "black-box"
+    [line] = (out / "metrics.jsonl").read_text().splitlines()
+    assert set(json.loads(line)["terms"]) == terms
 
 
 def test_scm_distills_from_a_sequence_of_teachers(ce_teacher, tmp_path):
@@ -84,6 +94,9 @@ def test_nasty_teacher_trains_against_its_adversary(ce_teacher, tmp_path):
                 "--epochs", "1")
     settings = json.loads((out / "summary.json").read_text())["settings"]
     assert settings == {"omega": 0.04, "tau": 4.0, "adversary": str(ce_teacher)}
+    [line] = (out / "metrics.jsonl").read_text().splitlines()
+    metrics = json.loads(line)  # the balance of the two terms is the result: the loss is CE - omega tau^2 KL
+    assert metrics["loss"] == pytest.approx(metrics["terms"]["ce"] - 0.04 * 16 * metrics["terms"]["kl"], rel=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["kd student", "cmim teacher"])
@@ -115,11 +128,26 @@ def test_existing_run_is_not_overwritten(ce_teacher):
     (["train_teacher.py", "--defense", "nasty"], "needs --adversary"),
     (["distill_student.py", "--attack", "kd", "--teacher", "missing.pt"], "does not exist"),
     (["train_teacher.py", "--dataset", "cifar10"], "needs --data-dir"),
-    (["distill_student.py", "--attack", "dkd", "--no-labels", "--teacher", "t.pt"], "--no-labels works with"),
+    (["distill_student.py", "--attack", "dkd", "--no-labels", "--teacher", "t.pt"],
+     "--no-labels is not an option of --attack dkd (it is one of kd, htc, scm)"),
+    (["distill_student.py", "--attack", "scratch", "--teacher", "t.pt"], "--teacher is not an option"),
     (["distill_student.py", "--attack", "skeptical", "--teacher", "README.md"], "corrupt"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, message, tmp_path):
     proc = run_script(*argv, "--output", str(tmp_path / "x"), check=False)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train_teacher.py", "--defense", "nasty", "--omega", "-1", "--adversary"], "--omega -1.0 is outside (0, inf)"),
+    (["distill_student.py", "--attack", "kd", "--alpha", "2", "--teacher"], "--alpha 2.0 is outside [0, 1]"),
+    (["distill_student.py", "--attack", "kd", "--epochs", "0", "--teacher"], "--epochs 0 is outside [1, inf)"),
+    (["distill_student.py", "--attack", "kd", "--milestones", "a,b", "--teacher"], "--milestones 'a,b'"),
+])
+def test_options_out_of_range_exit_2_before_anything_is_written(ce_teacher, argv, message, tmp_path):
+    proc = run_script(*argv, str(ce_teacher), "--output", str(tmp_path / "x"), check=False)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
@@ -168,10 +196,8 @@ def test_both_scripts_under_torchrun_with_two_processes(ce_teacher, tmp_path):
         assert proc.stdout.count("done:") == 1  # only rank 0 prints
         # The all-reduced test accuracy covers each test image once: it equals a single-process evaluation.
         model, _ = checkpoint.load_classifier(out / "checkpoint.pt")
-        args = train_teacher.parse_args([*TINY])
-        test_loader = engine.make_loaders(data.load("mnist5k"), args, Context())[1]
         reported = json.loads((out / "summary.json").read_text())["last_acc"]
-        assert engine.evaluate(model, test_loader, Context(), args)["acc"] == pytest.approx(reported)
+        assert accuracy_on_test_split(model) == pytest.approx(reported)
 
 
 def test_skeptical_student_under_torchrun_through_its_delay(ce_teacher, tmp_path):

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from conftest import TINY, run_script
 from undistill import checkpoint, models
-from undistill.attacks import skeptical
+from undistill.methods.attacks import skeptical
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnetc20", "mobilenetv2"])
@@ -56,7 +56,7 @@ def test_loss_matches_the_formula():
     expected = (alpha * tau ** 2 * kl(teacher, heads[loc], tau) + (1 - alpha) * F.cross_entropy(heads[loc], y)
                 + 0.3 * kl(heads[0], heads[1], tau) + 0.7 * F.cross_entropy(heads[1], y)
                 + F.cross_entropy(heads[0], y))
-    got = skeptical(heads, y, teacher, 5, alpha=alpha, tau=tau, kd_head=loc, kd_delay=3)
+    got, _ = skeptical(heads, y, teacher, 5, alpha=alpha, tau=tau, kd_head=loc, kd_delay=3)
     assert got.item() == pytest.approx(expected.item(), rel=1e-12)
 
 
@@ -68,7 +68,7 @@ def test_the_teacher_reaches_only_the_chosen_head(kd_head):
     grads = []
     for teacher in (torch.randn(6, 10, generator=g, dtype=torch.float64), torch.zeros(6, 10, dtype=torch.float64)):
         h = heads.clone().requires_grad_()
-        skeptical(h, y, teacher, 10, alpha=0.9, tau=4.0, kd_head=kd_head, kd_delay=0).backward()
+        skeptical(h, y, teacher, 10, alpha=0.9, tau=4.0, kd_head=kd_head, kd_delay=0)[0].backward()
         grads.append(h.grad)
     moved = [(grads[0][i] - grads[1][i]).abs().max().item() > 1e-9 for i in range(4)]
     assert moved == [i == kd_head for i in range(4)]
@@ -78,8 +78,8 @@ def test_before_the_delay_only_the_final_head_learns_from_the_labels():
     g = torch.Generator().manual_seed(2)
     heads = torch.randn(4, 6, 10, generator=g, dtype=torch.float64, requires_grad=True)
     y = torch.randint(0, 10, (6,), generator=g)
-    loss = skeptical(heads, y, torch.randn(6, 10, generator=g, dtype=torch.float64), 2, alpha=0.9, tau=4.0,
-                     kd_head=1, kd_delay=3)
+    loss, _ = skeptical(heads, y, torch.randn(6, 10, generator=g, dtype=torch.float64), 2, alpha=0.9, tau=4.0,
+                        kd_head=1, kd_delay=3)
     loss.backward()
     assert loss.item() == pytest.approx(F.cross_entropy(heads[0], y).item(), rel=1e-12)
     assert heads.grad[0].abs().sum() > 0 and heads.grad[1:].abs().sum() == 0

@@ -1,9 +1,11 @@
 """How the trained model is wrapped, stepped and checkpointed: torch DDP (the default), DeepSpeed or Accelerate.
 
 The frozen teacher or adversary never goes through a backend: it stays a plain module on the device (ZeRO-3 with
-a frozen model inside crashes, and it has nothing to train). Every backend writes the same run files; the only
-difference is where the optimizer state lives: in checkpoint.pt (ddp, accelerate) or in DeepSpeed's own sharded
-checkpoint beside it (deepspeed/<tag>/, named by checkpoint.pt so the two always agree).
+a frozen model inside crashes, and it has nothing to train). A module a method trains beside the model (DAFL's
+generator) is stepped by the ddp backend with the model's loss, its gradients averaged over the ranks. Every
+backend writes the same run files; the only difference is where the optimizer state lives: in checkpoint.pt
+(ddp, accelerate) or in DeepSpeed's own sharded checkpoint beside it (deepspeed/<tag>/, named by checkpoint.pt so
+the two always agree).
 """
 import json
 import logging
@@ -74,11 +76,20 @@ def read_deepspeed_config(path):
     return config
 
 
-class DDP:
-    """torch DDP over the ranks, or the bare model in a single process."""
+def check_supported(args, beside):
+    """Only the ddp backend steps modules trained beside the model. Checked before the run writes anything."""
+    if beside and args.backend != "ddp":
+        raise UserError(f"--backend {args.backend} trains one model, and this method trains another beside it (a "
+                        "generator): use --backend ddp")
 
-    def __init__(self, model, optimizer, args, ctx):
-        self.model, self.optimizer, self.grad_clip = model, optimizer, args.grad_clip
+
+class DDP:
+    """torch DDP over the ranks, or the bare model in a single process. `beside`: (module, optimizer) pairs that
+    train with the model's loss; their gradients are averaged over the ranks before their optimizers step."""
+
+    def __init__(self, model, optimizer, args, ctx, beside=()):
+        self.model, self.optimizer, self.grad_clip, self.beside, self.ctx = model, optimizer, args.grad_clip, \
+            list(beside), ctx
         self.trained = (DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
                                                 else None) if ctx.world_size > 1 else model)
 
@@ -87,11 +98,16 @@ class DDP:
             group["lr"] = lr
 
     def step(self, loss):
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizers = [self.optimizer] + [opt for _, opt in self.beside]
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
+        for module, _ in self.beside:
+            self.ctx.all_reduce_mean([p.grad for p in module.parameters() if p.grad is not None])
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
+        for opt in optimizers:
+            opt.step()
 
     def save(self, out, record, ctx):
         """Collective. `record`: the checkpoint's description, epoch and metrics. Returns the resume entries for
@@ -110,7 +126,7 @@ class DDP:
 class Accelerate(DDP):
     """Accelerate's prepare() wraps the model (DDP) and the optimizer; the launch config sets devices and ranks."""
 
-    def __init__(self, model, optimizer, args, ctx):
+    def __init__(self, model, optimizer, args, ctx, beside=()):
         from accelerate import Accelerator
         self.model, self.grad_clip = model, args.grad_clip
         # cpu=True: without it a CUDA-less machine has each rank train alone, without an error.
@@ -133,7 +149,7 @@ class DeepSpeed:
     """A DeepSpeed engine around the model and this script's torch optimizer. Each epoch is saved as DeepSpeed's
     sharded checkpoint and converted to the project's format (fp32 weights), so every other command loads it."""
 
-    def __init__(self, model, optimizer, args, ctx):
+    def __init__(self, model, optimizer, args, ctx, beside=()):
         import deepspeed
         deepspeed.utils.logger.setLevel(logging.WARNING)  # its per-step INFO lines would drown the progress
         if not dist.is_initialized():  # a single `python` process: DeepSpeed needs a process group all the same

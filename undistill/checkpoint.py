@@ -3,29 +3,25 @@
 A checkpoint is a dict of plain types and tensors (so it loads with `weights_only=True`):
     format, arch, num_classes, dataset, image_size, mean, std,
     role ("teacher" | "student"), method (defense or attack name), settings (its options),
+    access (an attack's: "black-box", or "white-box" when it read more of the teacher than its logits),
     release (None, or {"name": "stingy", "variant", "ratio", "k"} for a released stingy teacher),
-    epoch, metrics, state_dict (the bare network, no DDP prefix)
-and, in a run's resumable `checkpoint.pt`, also optimizer and args.
+    heads (auxiliary heads the network carries, or None), epoch, metrics, state_dict (the bare network, no DDP
+    prefix)
+and, in a run's resumable `checkpoint.pt`, also optimizer, best_acc, args and the method's own state (task).
 """
-import os
 import pickle
-from functools import partial
 from pathlib import Path
 
 import torch
 
-from . import UserError, models
-from .defenses import STINGY_VARIANTS
+from . import UserError, models, releases, runs
 
 FORMAT = "undistill/1"
 
 
 def save(payload, path):
-    """Write to a temporary file in the same directory, then rename: a crash never leaves half a checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """Written atomically (runs.atomic_write): a crash never leaves half a checkpoint."""
+    runs.atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load(path):
@@ -43,30 +39,22 @@ def load(path):
     return ckpt
 
 
-def release_transform(release):
-    if release is None:
-        return None
-    if release.get("name") != "stingy" or release.get("variant") not in STINGY_VARIANTS:
-        raise UserError(f"unknown release transform {release} in checkpoint")
-    return partial(STINGY_VARIANTS[release["variant"]], k=release["k"])
-
-
 def load_classifier(path):
     """The checkpoint as a frozen Classifier in eval mode (normalization and release transform included), and
     its dict."""
     ckpt = load(path)
     net = models.build(ckpt["arch"], ckpt["num_classes"], heads=ckpt.get("heads"))
     net.load_state_dict(ckpt["state_dict"])
-    model = models.Classifier(net, ckpt["mean"], ckpt["std"], release_transform(ckpt.get("release")))
+    model = models.Classifier(net, ckpt["mean"], ckpt["std"], releases.transform(ckpt.get("release")))
     return model.eval().requires_grad_(False), ckpt
 
 
-def describe(info, arch, role, method, settings, release=None, heads=None):
+def describe(info, arch, role, method, settings, release=None, heads=None, access=None):
     """The checkpoint fields that say what a model is (everything but weights and progress). `heads`: the
     auxiliary heads the network carries (models.HEADS); in eval mode it still answers with its final head."""
     return dict(format=FORMAT, arch=arch, num_classes=info.num_classes, dataset=info.name,
                 image_size=info.image_size, mean=list(info.mean), std=list(info.std), role=role, method=method,
-                settings=settings, release=release, heads=heads)
+                settings=runs.plain(settings), access=access, release=release, heads=heads)
 
 
 def check_compatible(ckpt, info, what):

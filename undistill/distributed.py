@@ -29,6 +29,21 @@ class Context:
             dist.all_reduce(tensor)
         return tensor
 
+    def all_gather(self, tensor):
+        """Every rank's tensor (of the same shape), concatenated along the first dimension in rank order."""
+        if self.world_size == 1:
+            return tensor
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    def all_reduce_mean(self, tensors):
+        """Average each tensor over the ranks, in place (gradients of a module trained outside DDP)."""
+        if self.world_size > 1:
+            for t in tensors:
+                dist.all_reduce(t)
+                t /= self.world_size
+
     def broadcast_buffers(self, module):
         """Give every rank rank 0's buffers (BN running statistics drift apart on each rank's own batches), so
         that all ranks evaluate the model that rank 0 saves."""

@@ -18,7 +18,6 @@ writes an infinite NLL or KL as `Infinity` (which Python reads back).
 """
 import argparse
 import copy
-import json
 import math
 import sys
 import time
@@ -28,9 +27,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from . import UserError, checkpoint, data, distributed, metrics
+from . import UserError, checkpoint, datasets, distributed, loaders, metrics, runs
 from .metrics import CMIAccumulator, SplitMetrics
-
 
 
 def parse_args(argv=None):
@@ -47,7 +45,8 @@ def parse_args(argv=None):
     g.add_argument("--tau", type=float, default=4.0, help="temperature of the sparsity and KL measurements")
     g.add_argument("--threshold", type=float, default=1e-3, help="sparsity: count classes above this probability")
     g.add_argument("--ece-bins", type=int, default=15)
-    data.add_arguments(p)
+    datasets.add_arguments(p)
+    loaders.add_arguments(p)
     p.set_defaults(dataset=None)  # default: the checkpoint's dataset
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=0, help="which images --subset picks")
@@ -91,9 +90,9 @@ def check_args(args):
 @torch.no_grad()
 def measure(model, reference, dataset, num_classes, args, ctx, want_metrics, temps):
     """One pass over `dataset`: (SplitMetrics value or None, {T: CMI} or None), all-reduced across ranks."""
-    loader = data.LOADERS[args.loader](dataset, max(1, args.batch_size // ctx.world_size), train=False, seed=0,
-                                       workers=args.workers, rank=ctx.rank, world_size=ctx.world_size,
-                                       pin_memory=ctx.device.type == "cuda", device=ctx.device)
+    loader = loaders.LOADERS[args.loader](dataset, max(1, args.batch_size // ctx.world_size), train=False, seed=0,
+                                          workers=args.workers, rank=ctx.rank, world_size=ctx.world_size,
+                                          pin_memory=ctx.device.type == "cuda", device=ctx.device)
     split = SplitMetrics(args.tau, args.ece_bins, args.threshold, reference is not None, ctx.device)
     cmi = CMIAccumulator(num_classes, temps, ctx.device) if temps else None
     bf16 = args.precision == "bf16" or (args.precision == "auto" and ctx.device.type == "cuda")
@@ -119,10 +118,10 @@ def main(args):
     ctx = distributed.init(args.device)
     model, ckpt = checkpoint.load_classifier(args.checkpoint)
     dataset = args.dataset or ckpt["dataset"]
-    if dataset not in data.NUM_CLASSES:
+    if dataset not in datasets.DATASETS:
         raise UserError(f"{args.checkpoint} was trained on {dataset!r}, which this version cannot load: "
-                        f"pass --dataset ({', '.join(sorted(data.NUM_CLASSES))})")
-    info = data.load(dataset, args.data_dir, args.download, args.subset, args.seed, args.ffcv_dir)
+                        f"pass --dataset ({', '.join(sorted(datasets.DATASETS))})")
+    info = datasets.load(dataset, args.data_dir, args.download, args.subset, args.seed, args.ffcv_dir)
     checkpoint.check_compatible(ckpt, info, "checkpoint")
     reference = None
     if args.reference is not None:
@@ -152,9 +151,7 @@ def main(args):
     out = args.output or args.checkpoint.with_name(f"{args.checkpoint.stem}.eval.json")
     if ctx.is_main:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(out)
+        runs.write_json(out, result)
     ctx.print(summary(result, info, out))
     ctx.barrier()
     return result

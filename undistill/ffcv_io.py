@@ -1,7 +1,7 @@
 """--loader ffcv: the project's datasets as FFCV .beton files (written by datasets/write_ffcv.py) and FFCV's loader
 over them. Imported only when used: FFCV is optional, and importing it takes seconds.
 
-A .beton holds one whole split, an image and a label per record, in the order of undistill.data's readers, so the
+A .beton holds one whole split, an image and a label per record, in the order of undistill.datasets' readers, so the
 loader can check a file against the dataset (size, labels) and read a --subset as FFCV `indices`.
 
 Replay: FFCV draws its order from (seed, epoch), but its random augmentations from numba's per-thread generators,
@@ -10,7 +10,6 @@ and the batch's record indices, which (seed, epoch) fix, so a resumed run replay
 """
 import atexit
 import contextlib
-import os
 import queue
 import weakref
 
@@ -30,7 +29,7 @@ from ffcv.transforms import RandomHorizontalFlip, RandomTranslate, Squeeze, ToDe
 from ffcv.writer import DatasetWriter
 from torch.utils.data import Subset
 
-from . import UserError, data
+from . import UserError, datasets, runs
 
 FIELDS = ["image", "label"]
 SMART_THRESHOLD = 256 * 256 * 3  # write mode smart: raw pixels up to a 256x256 image, JPEG above
@@ -48,22 +47,20 @@ class Pixels:
         return len(self.dataset)
 
     def __getitem__(self, i):
-        if isinstance(self.dataset, data.TensorImages):
+        if isinstance(self.dataset, datasets.TensorImages):
             image, label = self.dataset.images[i], self.dataset.labels[i]
         else:
             path, label = self.dataset.samples[i]
-            image = data.decode_rgb(path)
+            image = datasets.decode_rgb(path)
         return np.ascontiguousarray(image.permute(1, 2, 0).numpy()), int(label)
 
 
 def write(dataset, path, write_mode="raw", max_resolution=None, jpeg_quality=90, workers=1):
-    """Write `dataset` (a whole split from data.load) as the .beton `path`, via a temporary name and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write `dataset` (a whole split from datasets.load) as the .beton `path`, atomically (runs.atomic_write)."""
     image = RGBImageField(write_mode=write_mode, max_resolution=max_resolution, smart_threshold=SMART_THRESHOLD,
                           jpeg_quality=jpeg_quality)
-    DatasetWriter(str(tmp), dict(zip(FIELDS, [image, IntField()])), num_workers=workers).from_indexed_dataset(
-        Pixels(dataset))
-    os.replace(tmp, path)
+    runs.atomic_write(path, lambda tmp: DatasetWriter(str(tmp), dict(zip(FIELDS, [image, IntField()])),
+                                                      num_workers=workers).from_indexed_dataset(Pixels(dataset)))
 
 
 @numba.njit(nogil=True)
@@ -186,8 +183,8 @@ class FfcvLoader:
     def __init__(self, dataset, batch_size, train, seed, workers, rank, world_size, pin_memory=False,
                  device=torch.device("cpu")):
         # pin_memory is unused: FFCV copies each batch to `device` from its own buffers.
-        records = data.records_of(dataset)
-        positions = check_records(records, data.labels_of(dataset))
+        records = datasets.records_of(dataset)
+        positions = check_records(records, datasets.labels_of(dataset))
         decoding, self.on_device = image_pipeline(dataset, train, seed)
         self.seed, self.rank = seed, rank
         with torch_threads_kept():
@@ -221,16 +218,16 @@ class FfcvLoader:
 def image_pipeline(dataset, train, seed):
     """The FFCV decoder and operations for the dataset's images, and the Augment left to the device (or None)."""
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
-    if not isinstance(base, data.TensorImages):  # ImageNet's files, of any size
-        size = (data.IMAGENET_CROP,) * 2
+    if not isinstance(base, datasets.TensorImages):  # ImageNet's files, of any size
+        size = (datasets.IMAGENET_CROP,) * 2
         if not train:
-            return [CenterCropRGBImageDecoder(size, ratio=data.IMAGENET_CROP / data.IMAGENET_RESIZE)], None
+            return [CenterCropRGBImageDecoder(size, ratio=datasets.IMAGENET_CROP / datasets.IMAGENET_RESIZE)], None
         return [ReplayableRandomResizedCrop(size, seed), Replayable(RandomHorizontalFlip(), seed, 1)], None
     augment = base.transform if train else None
     if augment is None:
         return [SimpleRGBImageDecoder()], None
-    if not isinstance(augment, data.Augment):
-        raise UserError(f"--loader ffcv can apply only a data.Augment, not {type(augment).__name__}: "
+    if not isinstance(augment, datasets.Augment):
+        raise UserError(f"--loader ffcv can apply only a datasets.Augment, not {type(augment).__name__}: "
                         "use --loader torchvision")
     if augment.degrees:
         return [SimpleRGBImageDecoder()], augment

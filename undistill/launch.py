@@ -16,7 +16,7 @@ from pathlib import Path
 import submitit
 from submitit.core.utils import FailedJobError, FailedSubmissionError, UncompletedJobError
 
-from . import UserError, checkpoint, distributed, engine
+from . import UserError, checkpoint, datasets, distributed, methods, options, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNAL_DELAY_S = 120  # time between the warning signal and the kill: enough to leave a step and requeue
@@ -99,10 +99,10 @@ def submit(script_main, args):
         raise UserError("--slurm-local runs on this machine: --nodes 1")
     if args.slurm and shutil.which("srun") is None:
         raise UserError("--slurm: no srun on PATH (not a SLURM login node?); --slurm-local runs the job here")
-    runs = [with_seed(args, seed) for seed in parse_seeds(args.array_seeds)] if args.array_seeds else [args]
+    elements = [with_seed(args, seed) for seed in parse_seeds(args.array_seeds)] if args.array_seeds else [args]
     role, method, arch = role_method_arch(args)
     # the directories the jobs will write: an existing run without --resume or --overwrite is refused now, not there
-    outs = [engine.run_directory(run, role, method, arch) for run in runs]
+    outs = [runs.directory(run, role, method, arch) for run in elements]
     job_dir = args.job_dir or (outs[0].parent if args.array_seeds else outs[0]) / "slurm"
 
     executor = submitit.AutoExecutor(job_dir, cluster="local" if args.slurm_local else "slurm")
@@ -116,7 +116,7 @@ def submit(script_main, args):
     pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     try:
         with submitit.helpers.environment_variables(PYTHONPATH=pythonpath), executor.batch():
-            jobs = [executor.submit(ScriptJob(script_main, run, sys.argv)) for run in runs]
+            jobs = [executor.submit(ScriptJob(script_main, run, sys.argv)) for run in elements]
     except (FailedJobError, FailedSubmissionError) as e:
         raise UserError(f"sbatch failed: {str(e).strip().splitlines()[-1]}") from None
     for job, out in zip(jobs, outs):
@@ -143,11 +143,15 @@ def with_seed(args, seed):
 
 
 def role_method_arch(args):
-    if hasattr(args, "defense"):
-        # a stingy release is named after the teacher it wraps, as in train_teacher.release_stingy
-        arch = checkpoint.load(args.source)["arch"] if args.defense == "stingy" and args.source else args.arch
-        return "teacher", args.defense, arch
-    return "student", args.attack, args.arch
+    """The trained model's role, the method and the architecture, once the options are checked as the job will
+    check them."""
+    kind = "defense" if "defense" in vars(args) else "attack"
+    method = methods.chosen(args, kind)
+    config, settings = options.resolve(args, method, datasets.record(args.dataset))
+    source = settings.get(method.frozen) if method.release is not None else None
+    # a release is named after the teacher it wraps, as in train_teacher.release
+    arch = checkpoint.load(source)["arch"] if source else config.arch
+    return methods.ROLES[kind], method.name, arch
 
 
 def sbatch_directives(lines):

@@ -1,5 +1,5 @@
 """Measurements of a released model's outputs: accuracy, calibration, likelihood, sparsity, distance to a
-reference teacher, and the conditional mutual information (CMI) that CMIM teachers minimize (METHODS.md).
+reference teacher, and the conditional mutual information (CMI) that CMIM teachers minimize (docs/methods.md).
 
 Every function takes logits (or probabilities) as tensors on any device and computes in float64. Logits may be
 -inf (a stingy release): probabilities are then exactly 0 and every p log p term uses xlogy semantics

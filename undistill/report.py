@@ -6,7 +6,9 @@ Teachers whose run directory holds `checkpoint.eval.json` (written by `python -m
 their ECE and CMI at `--cmi-temperature`.
 
 A teacher is undistillable against an attack when the student distilled from it does not beat the
-label-smoothing (ls) student of the same architecture, trained on the same data without any teacher.
+label-smoothing (ls) student of the same architecture, trained on the same data without any teacher. Each row
+says what the attack could read of the teacher: black-box (its released logits) or white-box (gradients and
+internals too: the data-free attacks), so rows of the two threat models are never mixed.
 Runs that differ only in --seed are averaged (mean ± std); the students are compared with the LS students of
 the same seeds when all of those exist, else with all LS students.
 """
@@ -94,7 +96,7 @@ def verdict_rows(runs, cmi_temperature=4.0):
         teacher = teachers.get(str(Path(attacked).resolve().parent))
         if teacher is None:
             continue  # its teacher's run is not among the collected directories
-        key = (r["dataset"], teacher_name(teacher), method_name(r), r["arch"])
+        key = (r["dataset"], teacher_name(teacher), method_name(r), r["arch"], r.get("access") or "black-box")
         groups.setdefault(key, []).append((seed(r), r["last_acc"]))
         teacher_runs.setdefault(key, {})[teacher["dir"]] = teacher
     ce_teachers = {}
@@ -102,14 +104,14 @@ def verdict_rows(runs, cmi_temperature=4.0):
         if t["method"] == "ce":
             ce_teachers.setdefault((t["dataset"], t["arch"]), []).append(t["last_acc"])
     rows = []
-    for (dataset, teacher, attack, arch), seeded in sorted(groups.items()):
+    for (dataset, teacher, attack, arch, access), seeded in sorted(groups.items()):
         student, ls = mean_std([acc for _, acc in seeded]), baselines.get((dataset, "ls", arch))
         # Against the LS students of the same seeds (the same data subsets and initializations) when they all
         # exist: a paired comparison, free of the spread between seeds that the students do not share.
         same_seeds = ls_by_seed.get((dataset, arch), {})
         if ls and all(s is not None and s in same_seeds for s, _ in seeded):
             ls = [acc for s, _ in seeded for acc in same_seeds[s]]
-        t_runs = list(teacher_runs[(dataset, teacher, attack, arch)].values())
+        t_runs = list(teacher_runs[(dataset, teacher, attack, arch, access)].values())
         t_acc = mean_std([t["last_acc"] for t in t_runs])
         ece, cmi = measured(t_runs, cmi_temperature)
         ce = ce_teachers.get((dataset, teacher.split()[-1]))
@@ -117,7 +119,7 @@ def verdict_rows(runs, cmi_temperature=4.0):
         rows.append({
             "dataset": dataset, "teacher": teacher, "teacher_acc": t_acc,
             "teacher_vs_ce": t_acc[0] - statistics.mean(ce) if ce else None, "teacher_ece": ece, "teacher_cmi": cmi,
-            "attack": attack, "student": arch, "student_acc": student,
+            "attack": attack, "access": access, "student": arch, "student_acc": student,
             "ls_student_acc": mean_std(ls) if ls else None,
             "student_vs_ls": student[0] - ls_mean if ls else None,
             "undistillable": None if ls_mean is None else student[0] <= ls_mean,
@@ -126,13 +128,13 @@ def verdict_rows(runs, cmi_temperature=4.0):
 
 
 def markdown(rows, baselines):
-    lines = ["| dataset | teacher | teacher acc | vs CE teacher | ECE | CMI | attack | student | student acc "
-             "| vs LS student | undistillable |", "|" + "---|" * 11]
+    lines = ["| dataset | teacher | teacher acc | vs CE teacher | ECE | CMI | attack | access | student | student acc "
+             "| vs LS student | undistillable |", "|" + "---|" * 12]
     for r in rows:
         verdict = {True: "**yes**", False: "no", None: "? (no ls student)"}[r["undistillable"]]
         ece, cmi = (("-" if v is None else f"{v:.4f}") for v in (r["teacher_ece"], r["teacher_cmi"]))
         lines.append(f"| {r['dataset']} | {r['teacher']} | {fmt(r['teacher_acc'])} | {signed(r['teacher_vs_ce'])} "
-                     f"| {ece} | {cmi} | {r['attack']} | {r['student']} | {fmt(r['student_acc'])} "
+                     f"| {ece} | {cmi} | {r['attack']} | {r['access']} | {r['student']} | {fmt(r['student_acc'])} "
                      f"| {signed(r['student_vs_ls'])} | {verdict} |")
     if baselines:
         lines.append("")
@@ -149,12 +151,12 @@ def write_csv(rows, path):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["dataset", "teacher", "teacher_acc", "teacher_acc_std", "teacher_vs_ce", "teacher_ece",
-                    "teacher_cmi", "attack", "student",
+                    "teacher_cmi", "attack", "access", "student",
                     "student_acc", "student_acc_std", "seeds", "ls_student_acc", "student_vs_ls", "undistillable"])
         for r in rows:
             s, t = r["student_acc"], r["teacher_acc"]
             w.writerow([r["dataset"], r["teacher"], f"{t[0]:.4f}", t[1] or "", r["teacher_vs_ce"], r["teacher_ece"],
-                        r["teacher_cmi"], r["attack"],
+                        r["teacher_cmi"], r["attack"], r["access"],
                         r["student"], f"{s[0]:.4f}", s[1] or "", s[2],
                         r["ls_student_acc"][0] if r["ls_student_acc"] else "", r["student_vs_ls"],
                         r["undistillable"]])

@@ -68,7 +68,7 @@ class Classifier(nn.Module):
 
 
 class Ensemble(nn.Module):
-    """Several frozen classifiers answering as one: the mean of their logits (SCM's z_ens, seed 002 eq. 11)."""
+    """Several frozen classifiers answering as one: the mean of their logits (SCM's z_ens, Jandial et al. eq. 11)."""
 
     def __init__(self, members):
         super().__init__()

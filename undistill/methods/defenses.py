@@ -1,0 +1,170 @@
+"""Teacher defenses (`train_teacher.py --defense`): ce, ls, nasty, cmim, and the stingy release.
+
+Formulas and their sources: docs/methods.md. Each loss returns (loss, {term: value}); the terms are the result
+as much as the loss is (for nasty and CMIM, the balance between CE and what the defense pushes).
+"""
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import UserError, metrics, releases
+from ..options import Option
+from .core import SMOOTHING, Method, Supervised, ce, kl, ls, register
+
+register(Method("ce", "defense", "a normal teacher (cross entropy)", loss=ce))
+
+register(Method("ls", "defense", "label smoothing", "Rethinking the Inception Architecture for Computer Vision "
+                "(Szegedy et al., CVPR 2016)", options=(SMOOTHING,), loss=ls))
+
+
+def nasty(logits, y, adversary_logits, epoch=0, *, omega, tau):
+    """Self-undermining KD: CE - omega tau^2 KL(p_tau(nasty) || p_tau(adversary)).
+
+    The nasty model is the KL's first argument, so the gradient pushes its own softened outputs away from the
+    adversary's; the adversary's logits come from a frozen model and carry no gradient.
+    """
+    ce_term, kl_term = F.cross_entropy(logits, y), kl(logits, adversary_logits.detach(), tau)
+    return ce_term - omega * tau ** 2 * kl_term, {"ce": ce_term, "kl": kl_term}
+
+
+class AgainstAdversary(Supervised):
+    """A nasty teacher's run: the adversary must answer with all its logits."""
+
+    def __init__(self, run, loss):
+        if run.frozen.released:  # its -inf logits make the KL to it infinite
+            ckpt = next(c for c in run.frozen.checkpoints if c.get("release"))
+            raise UserError(f"the adversary is a {ckpt['release']['name']} release, whose sparse logits give an "
+                            f"infinite KL: pass the teacher it wraps ({ckpt['settings'].get('from')}) as --adversary")
+        super().__init__(run, loss)
+
+
+register(Method(
+    "nasty", "defense", "self-undermining KD: CE - omega tau^2 KL(p_tau(model) || p_tau(adversary)), from scratch",
+    "Undistillable: Making a Nasty Teacher That CANNOT Teach Students (Ma et al., ICLR 2021)",
+    options=(Option("adversary", "checkpoint of the normally trained (ce) adversary", type=Path),
+             Option("omega", "weight of the KL term (default per dataset, the papers')", range="(0, inf)"),
+             Option("tau", "temperature tau_A (default per dataset, the papers')", range="(0, inf)")),
+    loss=nasty, task=AgainstAdversary, frozen="adversary"))
+
+
+def cmim(logits, y, centroids, epoch=0, *, cmi_weight, temperatures, cmi_agg):
+    """CE + lambda * agg_T CMI_T, CMI_T = mean_x KL(softmax_T(z_x) || Q_y^T) (CMIM, reconstructed).
+
+    `centroids` (n_T, K, K) holds Q^T, row y being the mean of softmax_T over class y's training outputs, kept
+    out of autograd (ClassCentroids): the gradient moves each output towards its class centroid.
+    """
+    terms = torch.stack([
+        F.kl_div(q[y].clamp_min(1e-12).log(), F.softmax(logits / t, dim=1), reduction="batchmean")
+        for q, t in zip(centroids.detach(), temperatures)])
+    weights = torch.tensor(temperatures, device=logits.device, dtype=terms.dtype) ** 2
+    aggregate = {"mean": terms.mean(), "max": terms.max(), "t2mean": (weights * terms).mean()}[cmi_agg]
+    ce_term = F.cross_entropy(logits, y)
+    return ce_term + cmi_weight * aggregate, {"ce": ce_term, "cmi": aggregate}
+
+
+class ClassCentroids(torch.nn.Module):
+    """Q_y^T for every temperature T of the grid: the mean of softmax_T(z) over the training samples of class y
+    (the mean of the transformed outputs, not the transform of the mean). Outside autograd.
+
+    Estimated with an EMA over each batch's detached outputs (`observe`, all ranks contribute through
+    all-reduce, so every rank holds the same centroids), or recomputed by a full pass over the training data
+    at the start of each epoch (`recompute`). `q` is the `ref` of `cmim`.
+    """
+
+    def __init__(self, num_classes, temperatures, estimator="ema", momentum=0.9):
+        super().__init__()
+        self.temperatures, self.estimator, self.momentum = list(temperatures), estimator, momentum
+        self.register_buffer("q", torch.full((len(self.temperatures), num_classes, num_classes), 1 / num_classes))
+
+    def class_sums(self, logits, y):
+        """Per temperature, per class: the summed softmax_T outputs (n_T, K, K), and the class counts (K,)."""
+        k = self.q.shape[1]
+        probs = torch.stack([F.softmax(logits.detach().float() / t, dim=1) for t in self.temperatures])
+        sums = torch.zeros_like(self.q).index_add_(1, y, probs)
+        return sums, torch.bincount(y, minlength=k).to(self.q.dtype)
+
+    def reduced_class_means(self, sums, counts, ctx):
+        """Class means summed over all ranks, and which classes had any sample."""
+        k = counts.numel()
+        packed = ctx.all_reduce_sum(torch.cat([sums.flatten(), counts]))
+        sums, counts = packed[:-k].view_as(sums), packed[-k:]
+        return sums / counts.clamp_min(1).view(1, -1, 1), counts > 0
+
+    @torch.no_grad()
+    def observe(self, logits, y, ctx):
+        mean, seen = self.reduced_class_means(*self.class_sums(logits, y), ctx)
+        # Classes absent from this step's batches keep their centroid.
+        self.q[:, seen] = self.momentum * self.q[:, seen] + (1 - self.momentum) * mean[:, seen]
+
+    @torch.no_grad()
+    def recompute(self, model, batches, ctx):
+        sums, counts = torch.zeros_like(self.q), torch.zeros(self.q.shape[1], device=self.q.device)
+        for x, y in batches:
+            s, c = self.class_sums(model(x), y)
+            sums, counts = sums + s, counts + c
+        mean, seen = self.reduced_class_means(sums, counts, ctx)
+        self.q[:, seen] = mean[:, seen]
+
+
+class CentroidTask(Supervised):
+    """A CMIM teacher's run: the loss compares each output with its class centroid, which follows the training
+    outputs (an EMA after every step) or is recomputed by a pass over the training split before every epoch."""
+
+    def __init__(self, run, loss, *, temperatures, centroids, centroid_momentum):
+        super().__init__(run, loss)
+        self.ctx = run.ctx
+        self.centroids = ClassCentroids(run.info.num_classes, temperatures, centroids, centroid_momentum).to(
+            run.ctx.device)
+
+    def reference(self, x):
+        return self.centroids.q
+
+    def epoch(self, model, epoch, split):
+        if self.centroids.estimator == "epoch":
+            model.eval()
+            self.centroids.recompute(model, split.epoch(epoch), self.ctx)
+        return super().epoch(model, epoch, split)
+
+    def after_step(self, step):
+        if self.centroids.estimator == "ema":
+            self.centroids.observe(step.logits, step.labels, self.ctx)
+
+    def state_dict(self):
+        return {"centroids": self.centroids.state_dict()}
+
+    def load_state_dict(self, state):
+        self.centroids.load_state_dict(state["centroids"])
+
+
+register(Method(
+    "cmim", "defense", "CE + lambda agg_T KL(softmax_T(z) || Q_y^T) over a temperature grid, class centroids Q",
+    "Towards Undistillable Models by Minimizing Conditional Mutual Information (Ye et al.); the objective is "
+    "reconstructed from the abstract",
+    options=(
+        # lambda 4 with t2mean: the best trade-off of the CIFAR-10 CPU proxy sweep (recipes/results)
+        Option("cmi_weight", "lambda, the weight of the CMI term", default=4.0, range="[0, inf)"),
+        Option("temperatures", "the temperature grid, comma-separated", type=str,
+               default=metrics.DEFAULT_TEMPERATURES, parse=metrics.parse_temperatures),
+        Option("cmi_agg", "how the grid's terms combine (t2mean: the mean of T^2 CMI_T)", type=str,
+               default="t2mean", choices=("mean", "max", "t2mean")),
+        Option("centroids", "class centroids from an EMA of each step's outputs, or a full pass per epoch",
+               type=str, default="ema", choices=("ema", "epoch")),
+        Option("centroid_momentum", "EMA momentum of the centroids", default=0.9, range="[0, 1)")),
+    loss=cmim, task=CentroidTask))
+
+
+def stingy(num_classes, *, ratio, variant):
+    """The release of a trained teacher that keeps k = floor(r K) logits per sample (releases.py)."""
+    return {"name": "stingy", "variant": variant, "ratio": ratio, "k": releases.stingy_k(ratio, num_classes)}
+
+
+register(Method(
+    "stingy", "defense", "no training: releases a trained teacher whose outputs keep only the top k = floor(r K) "
+    "logits", "Stingy Teacher: Sparse Logits Suffice to Fail Knowledge Distillation (Ma et al.)",
+    options=(Option("from", "checkpoint of the trained teacher to release", type=Path),
+             Option("ratio", "keep k = floor(ratio * classes) logits per sample (default per dataset, the "
+                    "papers')", range="(0, 1]"),
+             Option("variant", "top (the paper's), smooth, reverse, least (its ablations)", type=str,
+                    default="top", choices=tuple(releases.STINGY_VARIANTS))),
+    release=stingy, frozen="from"))
