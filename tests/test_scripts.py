@@ -116,6 +116,27 @@ def test_resume_equals_uninterrupted_run(tmp_path, ce_teacher, kind):
     assert strip(full) == strip(part) and len(strip(full)) == 2
 
 
+@pytest.mark.parametrize("argv, message", [(["--defense", "ls"], "method ce, not ls"),
+                                           (["--seed", "1"], "seed 0, not 1"),
+                                           (["--subset", "10"], "subset 20.0, not 10.0"),
+                                           (["--arch", "resnetc20"], "arch cnn, not resnetc20")])
+def test_resume_refuses_a_run_of_other_settings(tmp_path, argv, message):
+    out = train(train_teacher, tmp_path, "run", "--epochs", "1")
+    before = (out / "checkpoint.pt").read_bytes()
+    # argv after TINY: the last value of an option is the one taken
+    proc = run_script("train_teacher.py", *TINY, *argv, "--epochs", "2", "--resume", "--output", str(out),
+                      check=False)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
+        proc.stderr
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_into_a_directory_without_a_run_starts_a_new_one(tmp_path):
+    proc = run_script("train_teacher.py", *TINY, "--epochs", "1", "--resume", "--output", str(tmp_path / "new"))
+    assert "holds no checkpoint.pt, so a new run starts there" in proc.stdout
+    assert (tmp_path / "new" / "checkpoint.pt").is_file()
+
+
 def test_existing_run_is_not_overwritten(ce_teacher):
     before = ce_teacher.read_bytes()
     proc = run_script("train_teacher.py", *TINY, "--epochs", "1", "--output", str(ce_teacher.parent), check=False)

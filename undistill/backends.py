@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from . import UserError
+from . import UserError, require
 
 DEFAULT_DEEPSPEED_CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "deepspeed" / "zero2.json"
 
@@ -33,7 +33,10 @@ def add_arguments(group):
 
 
 def resolve_precision(args):
-    """The run's precision: DeepSpeed's config or Accelerate's launch config decide it for those backends."""
+    """The run's precision: DeepSpeed's config or Accelerate's launch config decide it for those backends (whose
+    packages must then be installed: checked here, before the run writes anything)."""
+    if args.backend != "ddp":
+        require(args.backend, args.backend, f"--backend {args.backend}")
     if args.backend == "deepspeed":
         config = read_deepspeed_config(args.deepspeed_config)
         autocast = config.get("torch_autocast", {})
@@ -127,7 +130,7 @@ class Accelerate(DDP):
     """Accelerate's prepare() wraps the model (DDP) and the optimizer; the launch config sets devices and ranks."""
 
     def __init__(self, model, optimizer, args, ctx, beside=()):
-        from accelerate import Accelerator
+        Accelerator = require("accelerate", "accelerate", "--backend accelerate").Accelerator
         self.model, self.grad_clip = model, args.grad_clip
         # cpu=True: without it a CUDA-less machine has each rank train alone, without an error.
         self.accelerator = Accelerator(cpu=ctx.device.type == "cpu", mixed_precision="bf16" if args.precision ==
@@ -150,7 +153,7 @@ class DeepSpeed:
     sharded checkpoint and converted to the project's format (fp32 weights), so every other command loads it."""
 
     def __init__(self, model, optimizer, args, ctx, beside=()):
-        import deepspeed
+        deepspeed = require("deepspeed", "deepspeed", "--backend deepspeed")
         deepspeed.utils.logger.setLevel(logging.WARNING)  # its per-step INFO lines would drown the progress
         if not dist.is_initialized():  # a single `python` process: DeepSpeed needs a process group all the same
             for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
@@ -212,7 +215,7 @@ DESCRIPTION = "undistill.json"
 def convert(directory, tag=None):
     """A DeepSpeed checkpoint of this project (any ZeRO stage, any number of ranks) as the project's own
     checkpoint dict: the description saved beside the shards, and the fp32 master weights of the network."""
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    zero_to_fp32 = require("deepspeed.utils.zero_to_fp32", "deepspeed", "converting a DeepSpeed checkpoint")
     directory = Path(directory)
     if tag is None and (directory / "latest").is_file():
         tag = (directory / "latest").read_text().strip()
@@ -222,7 +225,7 @@ def convert(directory, tag=None):
     record = json.loads((directory / tag / DESCRIPTION).read_text())
     # The converter prints and draws a bar for every shard: keep the run's log readable.
     with open(os.devnull, "w") as null, redirect_stdout(null), redirect_stderr(null):
-        full = get_fp32_state_dict_from_zero_checkpoint(str(directory), tag)
+        full = zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(str(directory), tag)
     weights = {k[len("net."):]: v.float() if v.is_floating_point() else v
                for k, v in full.items() if k.startswith("net.")}  # the bare network, as in every checkpoint
     return dict(record, state_dict=weights)

@@ -139,13 +139,17 @@ def fit(model, task, info, config, ctx, meta, out):
     start, best, history, state = 0, -1.0, [], None
     if config.resume and (out / "checkpoint.pt").exists():
         state = checkpoint.load(out / "checkpoint.pt")
+        same_run(state, meta, config, out)
         model.net.load_state_dict(state["state_dict"])
         task.load_state_dict(state.get("task", {}))
         start, best = state["epoch"], state["best_acc"]
         history = runs.read_metrics(out)[:start]
         ctx.print(f"resuming {out} after epoch {start} (best test accuracy {best:.2f}%)")
-    elif ctx.is_main:
-        runs.start(out)
+    else:
+        if config.resume:
+            ctx.print(f"--resume: {out} holds no checkpoint.pt, so a new run starts there")
+        if ctx.is_main:
+            runs.start(out)
     ctx.barrier()
     backend = backends.BACKENDS[config.backend](model, make_optimizer(model.parameters(), config), config, ctx,
                                                 task.trained_beside)
@@ -190,6 +194,21 @@ def fit(model, task, info, config, ctx, meta, out):
         runs.write_json(out / "summary.json", summary)
         ctx.print(f"done: last {summary['last_acc']:.2f}%, best {best:.2f}%  -> {out}")
     return summary
+
+
+IDENTITY = ("role", "method", "arch", "dataset", "num_classes", "settings")  # what makes a run this run
+IDENTITY_OPTIONS = ("seed", "subset", "weights")
+
+
+def same_run(state, meta, config, out):
+    """Refuse to resume a checkpoint written with other settings: the run would be labelled with ours."""
+    theirs, ours = {k: state.get(k) for k in IDENTITY}, {k: meta[k] for k in IDENTITY}
+    theirs.update({k: (state.get("args") or {}).get(k) for k in IDENTITY_OPTIONS})
+    ours.update(runs.plain({k: getattr(config, k) for k in IDENTITY_OPTIONS}))
+    for key in ours:
+        if theirs[key] != ours[key]:
+            raise UserError(f"{out} holds a run with {key} {theirs[key]}, not {ours[key]}: resume it with its own "
+                            "options, or start again with --overwrite")
 
 
 def train_epoch(backend, task, steps, batches, epoch, config, ctx):

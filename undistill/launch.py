@@ -13,10 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-import submitit
-from submitit.core.utils import FailedJobError, FailedSubmissionError, UncompletedJobError
-
-from . import UserError, checkpoint, datasets, distributed, methods, options, runs
+from . import UserError, checkpoint, datasets, distributed, methods, options, require, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNAL_DELAY_S = 120  # time between the warning signal and the kill: enough to leave a step and requeue
@@ -52,6 +49,7 @@ class ScriptJob:
         self.main, self.args, self.argv = main, args, argv
 
     def __call__(self):
+        submitit = require("submitit", "submitit", "--slurm")
         sys.argv = self.argv  # the run's command.txt records the submitting command, not submitit's
         if int(os.environ.get("SLURM_RESTART_COUNT", 0)) > 0:  # requeued by SLURM itself (node failure): continue
             self.args.resume, self.args.overwrite = True, False
@@ -65,6 +63,7 @@ class ScriptJob:
         """Called by submitit on preemption or timeout: the requeued job continues the run from its checkpoint.pt."""
         args = copy.copy(self.args)
         args.resume, args.overwrite = True, False
+        submitit = require("submitit", "submitit", "--slurm")
         return submitit.helpers.DelayedSubmission(ScriptJob(self.main, args, self.argv))
 
 
@@ -78,17 +77,19 @@ def main(script_main, args):
 
 def launch(script_main, args):
     jobs = submit(script_main, args)
+    utils = require("submitit.core.utils", "submitit", "--slurm")
     if args.slurm_local:  # wait, as a run here would
         for job, out in jobs:
             try:
                 job.results()
-            except UncompletedJobError:
+            except utils.UncompletedJobError:
                 raise UserError(f"job {job.job_id} failed: see {job.task(0).paths.stderr}") from None
             print(f"job {job.job_id} done -> {out}", flush=True)
 
 
 def submit(script_main, args):
     """Check what can be checked here, submit, print one line per job; returns [(job, run directory)]."""
+    submitit, utils = (require(m, "submitit", "--slurm") for m in ("submitit", "submitit.core.utils"))
     if not (args.slurm or args.slurm_local):
         raise UserError("--array-seeds needs --slurm or --slurm-local")
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
@@ -117,7 +118,7 @@ def submit(script_main, args):
     try:
         with submitit.helpers.environment_variables(PYTHONPATH=pythonpath), executor.batch():
             jobs = [executor.submit(ScriptJob(script_main, run, sys.argv)) for run in elements]
-    except (FailedJobError, FailedSubmissionError) as e:
+    except (utils.FailedJobError, utils.FailedSubmissionError) as e:
         raise UserError(f"sbatch failed: {str(e).strip().splitlines()[-1]}") from None
     for job, out in zip(jobs, outs):
         print(f"submitted job {job.job_id}: {out}  log {job.task(0).paths.stdout}", flush=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from . import UserError
+from . import UserError, require
 from .datasets import Augment, TensorImages
 
 
@@ -107,13 +107,9 @@ def import_ffcv():
     """undistill/ffcv_io.py, imported on first use: FFCV is optional, and takes seconds to import."""
     threads = torch.get_num_threads()
     try:
-        from . import ffcv_io
-    except ImportError as e:
-        raise UserError(f"FFCV is not installed ({e}): install the apt packages, then requirements.txt (see README)"
-                        ) from None
+        return require("undistill.ffcv_io", "ffcv", "--loader ffcv (its apt packages first: see README)")
     finally:
         torch.set_num_threads(threads)  # importing FFCV sets it to 1
-    return ffcv_io
 
 
 def ffcv_loader(*args, **kwargs):

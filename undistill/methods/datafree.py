@@ -93,7 +93,9 @@ class GeneratorTask(Task):
         self.features = PenultimateFeatures(teacher)
         self.latent_dim, self.steps, self.batch = latent_dim, steps_per_epoch, run.batch_per_rank
         self.seed, self.ctx = run.config.seed, run.ctx
-        self.generator = DaflGenerator(latent_dim, run.info.image_size).to(run.ctx.device)
+        # one channel for grayscale data, as the authors' MNIST generator (expanded to the three the models take)
+        self.generator = DaflGenerator(latent_dim, run.info.image_size, 1 if run.info.record.gray else 3).to(
+            run.ctx.device)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr_generator)
         self.trained_beside = [(self.generator, self.optimizer)]
         self.pixels = Pixels(run.info.mean, run.info.std).to(run.ctx.device)
@@ -105,7 +107,7 @@ class GeneratorTask(Task):
         return self.steps, ((z.to(self.ctx.device), None) for z in latents)
 
     def step(self, model, z, _, epoch):
-        images = self.pixels(self.generator(z))
+        images = self.pixels(self.generator(z).expand(-1, 3, -1, -1))
         teacher_logits = self.frozen[0](images)
         student_logits = model(images.detach())
         with full_precision(images):
@@ -187,7 +189,8 @@ def batchnorm_terms(model):
 class InversionTask(Task):
     """DeepInversion's run: each epoch first inverts the teacher into batches_per_epoch new batches per rank
     (di_iterations Adam steps on random images, targets cycling through the classes, random jitter (and flips),
-    each step clipped to valid pixels), gathered from every rank into one pool of uint8 images (at most
+    each step clipped to valid pixels; one channel for grayscale data), gathered from every rank into one pool of
+    uint8 images (at most
     pool_batches batches); the student then passes once over the whole pool, with the dataset's augmentation,
     learning tau^2 KL(t || s) at tau from the teacher's answers. The pool is saved for an exact resume."""
     uses_training_split = False
@@ -228,16 +231,18 @@ class InversionTask(Task):
         """One batch of images inverted from the teacher, as uint8 pixels, and their targets."""
         teacher, device, size = self.frozen[0], self.run.ctx.device, self.run.info.image_size
         targets = (torch.arange(self.di_batch) % self.run.info.num_classes).to(device)
-        x = torch.randn(self.di_batch, 3, size, size, generator=generator).to(device).requires_grad_()
+        channels = 1 if self.run.info.record.gray else 3  # grayscale data: one channel, shown to the teacher as three
+        x = torch.randn(self.di_batch, channels, size, size, generator=generator).to(device).requires_grad_()
         optimizer = torch.optim.Adam([x], lr=self.lr)
-        low, high = (-self.pixels.mean / self.pixels.std), (255 - self.pixels.mean) / self.pixels.std
+        low = (-self.pixels.mean / self.pixels.std)[:, :channels]  # a gray dataset's channels share their statistics
+        high = ((255 - self.pixels.mean) / self.pixels.std)[:, :channels]
         for _ in range(self.iterations):
             dx, dy = torch.randint(-self.jitter, self.jitter + 1, (2,), generator=generator).tolist()
             jittered = torch.roll(x, shifts=(dx, dy), dims=(2, 3))
             if self.flip and torch.rand(1, generator=generator).item() < 0.5:
                 jittered = jittered.flip(3)
             with batchnorm_terms(teacher) as bn_terms:
-                logits = teacher(self.pixels(jittered))
+                logits = teacher(self.pixels(jittered.expand(-1, 3, -1, -1)))
             with full_precision(x):
                 loss, _ = self.loss(logits.float(), targets, bn_terms, jittered)
             optimizer.zero_grad(set_to_none=True)
@@ -245,7 +250,7 @@ class InversionTask(Task):
             optimizer.step()
             with torch.no_grad():
                 x.copy_(torch.maximum(torch.minimum(x, high), low))  # valid pixels only
-        return self.pixels(x.detach()).round().clamp(0, 255).to(torch.uint8), targets
+        return self.pixels(x.detach().expand(-1, 3, -1, -1)).round().clamp(0, 255).to(torch.uint8), targets
 
     def step(self, model, x, y, epoch):
         teacher_logits, student_logits = query(self.frozen[0], x), model(x)
