@@ -209,7 +209,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(attack, ce_teacher, tmp_pa
     argv = [sys.executable, "distill_student.py", *QUICK, *(DAFL if attack == "dafl" else INVERSION), "--teacher",
             str(ce_teacher), "--epochs", "6"]
     if attack == "dafl":
-        argv += ["--steps-per-epoch", "20"]
+        argv += ["--steps-per-epoch", "10"]
     else:
         argv += ["--di-iterations", "30", "--pool-batches", "8"]
     run_script(*argv[1:], "--output", str(tmp_path / "whole"))

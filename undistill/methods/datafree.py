@@ -102,8 +102,8 @@ class GeneratorTask(Task):
 
     def epoch(self, model, epoch, split):
         self.generator.train()
-        generator = rank_generator(self.seed, epoch, self.ctx.rank)
-        latents = (torch.randn(self.batch, self.latent_dim, generator=generator) for _ in range(self.steps))
+        rng = rank_generator(self.seed, epoch, self.ctx.rank)
+        latents = (torch.randn(self.batch, self.latent_dim, generator=rng) for _ in range(self.steps))
         return self.steps, ((z.to(self.ctx.device), None) for z in latents)
 
     def step(self, model, z, _, epoch):
@@ -218,8 +218,8 @@ class InversionTask(Task):
         ctx = self.run.ctx
         room = (self.pool_batches * self.di_batch - len(self.targets)) // (self.di_batch * ctx.world_size)
         if room > 0:
-            generator = rank_generator(self.run.config.seed, epoch, ctx.rank)
-            new = [self.invert(generator) for _ in range(min(self.batches_per_epoch, room))]
+            rng = rank_generator(self.run.config.seed, epoch, ctx.rank)
+            new = [self.invert(rng) for _ in range(min(self.batches_per_epoch, room))]
             self.images = torch.cat([self.images, ctx.all_gather(torch.cat([x for x, _ in new]))])
             self.targets = torch.cat([self.targets, ctx.all_gather(torch.cat([y for _, y in new]))])
         pool = TensorImages(self.images, self.targets, self.run.info.record.augment)
@@ -227,19 +227,19 @@ class InversionTask(Task):
                            rank=ctx.rank, world_size=ctx.world_size, device=ctx.device)
         return len(loader), loader.epoch(epoch)
 
-    def invert(self, generator):
+    def invert(self, rng):
         """One batch of images inverted from the teacher, as uint8 pixels, and their targets."""
         teacher, device, size = self.frozen[0], self.run.ctx.device, self.run.info.image_size
         targets = (torch.arange(self.di_batch) % self.run.info.num_classes).to(device)
         channels = 1 if self.run.info.record.gray else 3  # grayscale data: one channel, shown to the teacher as three
-        x = torch.randn(self.di_batch, channels, size, size, generator=generator).to(device).requires_grad_()
+        x = torch.randn(self.di_batch, channels, size, size, generator=rng).to(device).requires_grad_()
         optimizer = torch.optim.Adam([x], lr=self.lr)
         low = (-self.pixels.mean / self.pixels.std)[:, :channels]  # a gray dataset's channels share their statistics
         high = ((255 - self.pixels.mean) / self.pixels.std)[:, :channels]
         for _ in range(self.iterations):
-            dx, dy = torch.randint(-self.jitter, self.jitter + 1, (2,), generator=generator).tolist()
+            dx, dy = torch.randint(-self.jitter, self.jitter + 1, (2,), generator=rng).tolist()
             jittered = torch.roll(x, shifts=(dx, dy), dims=(2, 3))
-            if self.flip and torch.rand(1, generator=generator).item() < 0.5:
+            if self.flip and torch.rand(1, generator=rng).item() < 0.5:
                 jittered = jittered.flip(3)
             with batchnorm_terms(teacher) as bn_terms:
                 logits = teacher(self.pixels(jittered.expand(-1, 3, -1, -1)))
