@@ -52,12 +52,12 @@ def release(method, settings, source, info, config, ctx):
     metrics = {f"test_{k}": v for k, v in engine.evaluate(engine.prepare(model, ctx, config), test, ctx,
                                                           config).items()}
     meta = checkpoint.describe(info, ckpt["arch"], "teacher", method.name, settings, released)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        checkpoint.save(dict(meta, epoch=ckpt["epoch"], metrics=metrics, state_dict=ckpt["state_dict"]),
-                        out / "checkpoint.pt")
-        runs.write_json(out / "summary.json", dict(meta, best_acc=metrics["test_acc"], last_acc=metrics["test_acc"],
-                                                   args=runs.plain(vars(config))))
+    with runs.owned(out, ctx.is_main):
+        if ctx.is_main:
+            checkpoint.save(dict(meta, epoch=ckpt["epoch"], metrics=metrics, state_dict=ckpt["state_dict"]),
+                            out / "checkpoint.pt")
+            runs.write_json(out / "summary.json", dict(meta, best_acc=metrics["test_acc"],
+                                                       last_acc=metrics["test_acc"], args=runs.plain(vars(config))))
     what = ", ".join(f"{k} {v}" for k, v in released.items() if k != "name")
     ctx.print(f"released a {released['name']} teacher ({what}; {info.num_classes} classes): test accuracy "
               f"{metrics['test_acc']:.2f}%  -> {out / 'checkpoint.pt'}")

@@ -59,8 +59,10 @@ def resolve_precision(args):
 def read_deepspeed_config(path):
     try:
         config = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read --deepspeed-config {path}: {e}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read --deepspeed-config {path} as JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"--deepspeed-config {path} holds a JSON {type(config).__name__}, not an object")
     stage = config.get("zero_optimization", {}).get("stage", 0)
     if stage not in (1, 2, 3):
         raise UserError(f"{path} sets ZeRO stage {stage}; the deepspeed backend needs stage 1, 2 or 3 "

@@ -9,9 +9,6 @@ A checkpoint is a dict of plain types and tensors (so it loads with `weights_onl
     prefix)
 and, in a run's resumable `checkpoint.pt`, also optimizer, best_acc, args and the method's own state (task).
 """
-import pickle
-from pathlib import Path
-
 import torch
 
 from . import UserError, models, releases, runs
@@ -24,18 +21,20 @@ def save(payload, path):
     runs.atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+# What every checkpoint holds, checked on load so a malformed one fails there, with its name, not mid-run
+FIELDS = {"arch": str, "num_classes": int, "dataset": str, "image_size": int, "mean": list, "std": list,
+          "role": str, "method": str, "settings": dict, "state_dict": dict}
+
+
 def load(path):
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise UserError(f"{path} is corrupt or not a trusted checkpoint (refused by weights_only loading: "
-                        f"{str(e).splitlines()[0][:120]})") from None
+    ckpt = runs.load_tensors(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not an undistill checkpoint (no format={FORMAT!r}); "
                         "plain state_dicts go through --weights")
+    for field, kind in FIELDS.items():
+        if not isinstance(ckpt.get(field), kind):
+            raise UserError(f"checkpoint {path} is malformed: its {field!r} is missing or not a {kind.__name__} "
+                            "(rewrite it with train_teacher.py or distill_student.py)")
     return ckpt
 
 
@@ -44,7 +43,7 @@ def load_classifier(path):
     its dict."""
     ckpt = load(path)
     net = models.build(ckpt["arch"], ckpt["num_classes"], heads=ckpt.get("heads"))
-    net.load_state_dict(ckpt["state_dict"])
+    models.load_weights(net, ckpt["state_dict"], f"checkpoint {path}", ckpt["arch"], ckpt["num_classes"])
     model = models.Classifier(net, ckpt["mean"], ckpt["std"], releases.transform(ckpt.get("release")))
     return model.eval().requires_grad_(False), ckpt
 

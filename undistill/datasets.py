@@ -10,6 +10,7 @@ import contextlib
 import functools
 import math
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -269,8 +270,12 @@ def decode_cached(files, cache):
     paths = [str(f) for f, _ in files]
     key = [f"{p}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p in paths]  # a replaced image invalidates
     if cache.is_file():
-        cached = torch.load(cache, weights_only=True)
-        if cached.get("files") == key:
+        try:
+            cached = runs.load_tensors(cache, "the decoded-image cache")
+        except UserError as e:  # only a copy of the images: decode them again
+            print(f"warning: {e}; decoding the images again", file=sys.stderr, flush=True)
+            cached = None
+        if isinstance(cached, dict) and cached.get("files") == key:
             return cached["images"], cached["labels"]
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         images = list(pool.map(decode_rgb, paths))
@@ -284,8 +289,11 @@ def decode_cached(files, cache):
 
 
 def decode_rgb(path):
-    with Image.open(path) as image:
-        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+    try:
+        with Image.open(path) as image:
+            return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+    except (OSError, ValueError) as e:  # PIL's errors for a truncated, corrupt or non-image file
+        raise UserError(f"cannot read the image {path} ({e}): replace or remove it") from None
 
 
 # ---- the records

@@ -71,14 +71,19 @@ def init(device="auto"):
 
 
 def run(main, args):
-    """Run `main(args)`; a UserError becomes one line on stderr and exit code 2. The process group is always
-    destroyed (gloo jobs abort at exit otherwise)."""
+    """Run `main(args)`; a UserError becomes one line on stderr and exit code 2, Ctrl-C one line and exit code
+    130. The process group is always destroyed (gloo jobs abort at exit otherwise)."""
     try:
         main(args)
     except UserError as e:
         if int(os.environ.get("RANK", 0)) == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except KeyboardInterrupt:  # checkpoints are written atomically: the last finished epoch is intact
+        if int(os.environ.get("RANK", 0)) == 0:
+            print("interrupted (a run continues from its last finished epoch when the same command is given "
+                  "again with --resume)", file=sys.stderr, flush=True)
+        sys.exit(130)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

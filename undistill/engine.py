@@ -129,7 +129,13 @@ def evaluate(model, loader, ctx, config):
 def fit(model, task, info, config, ctx, meta, out):
     """Train `model` with `task` (methods.Task). Writes out/checkpoint.pt every epoch, out/best.pt at the best test
     accuracy, out/metrics.jsonl (one line per epoch, with the loss terms) and out/summary.json; returns the summary.
+    One process at a time may write `out` (runs.owned).
     """
+    with runs.owned(out, ctx.is_main):
+        return train(model, task, info, config, ctx, meta, out)
+
+
+def train(model, task, info, config, ctx, meta, out):
     backends.check_supported(config, task.trained_beside)
     train = make_loader(info.train, config, ctx, train=True) if task.uses_training_split else None
     test = make_loader(info.test, config, ctx, train=False)

@@ -16,8 +16,23 @@ import argparse
 import csv
 import json
 import statistics
-import sys
 from pathlib import Path
+
+from . import UserError, distributed
+
+# What the table reads of a summary.json, checked so a damaged one is named, not a KeyError
+SUMMARY_FIELDS = {"role": str, "method": str, "dataset": str, "arch": str, "last_acc": (int, float)}
+
+
+def read_json(path, fields=None):
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read {path} as JSON ({e}): delete it, or rerun what wrote it") from None
+    if not isinstance(value, dict) or any(not isinstance(value.get(k), t) for k, t in (fields or {}).items()):
+        raise UserError(f"{path} is not a run summary (it needs {', '.join(fields or {})}): delete it, or rerun "
+                        "the run with --resume")
+    return value
 
 
 def collect(roots):
@@ -25,10 +40,10 @@ def collect(roots):
     runs = []
     for root in roots:
         for path in sorted(Path(root).rglob("summary.json")):
-            run = dict(json.loads(path.read_text()), dir=str(path.parent.resolve()))
+            run = dict(read_json(path, SUMMARY_FIELDS), dir=str(path.parent.resolve()))
             measured = path.parent / "checkpoint.eval.json"
             if measured.is_file():
-                run["eval"] = json.loads(measured.read_text())
+                run["eval"] = read_json(measured)
             runs.append(run)
     return runs
 
@@ -162,16 +177,19 @@ def write_csv(rows, path):
                         r["undistillable"]])
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="directories searched for summary.json files")
     p.add_argument("--csv", type=Path, help="also write the table as CSV")
     p.add_argument("--markdown", type=Path, help="also write the table as markdown")
     p.add_argument("--cmi-temperature", type=float, default=4.0, help="which temperature's CMI the table shows")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(args):
     runs = collect(args.runs)
     if not runs:
-        sys.exit(f"error: no summary.json under {', '.join(map(str, args.runs))}: point at run directories")
+        raise UserError(f"no summary.json under {', '.join(map(str, args.runs))}: point at run directories")
     rows, baselines = verdict_rows(runs, args.cmi_temperature)
     table = markdown(rows, baselines)
     print(table)
@@ -182,4 +200,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    distributed.run(main, parse_args())

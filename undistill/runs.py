@@ -1,17 +1,22 @@
-"""The run directory and every file the project writes.
+"""The run directory, every file the project writes, and the tensor files it reads.
 
 Each file is written under a temporary name in its own directory and renamed over the old one, so a crash or a
 full disk leaves the previous version (or nothing), never half a file that a later command would read; a failed
-write removes its temporary file.
+write removes its temporary file. Tensor files are read with `weights_only=True`, any failure one UserError.
 
 A run directory holds `checkpoint.pt` (the last epoch, resumable), `best.pt`, `metrics.jsonl` (one line per
-epoch), `summary.json` and `command.txt`.
+epoch), `summary.json` and `command.txt`, and `.lock` while a process writes it.
 """
+import fcntl
 import json
 import os
 import shutil
+import socket
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+
+import torch
 
 from . import UserError
 
@@ -39,14 +44,52 @@ def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def load_tensors(path, what):
+    """A file of tensors and plain types (a checkpoint, a state_dict), loaded with `weights_only=True`: pickled
+    code is refused, and any file that is not such a file is one UserError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} {'is not a file' if path.exists() else 'does not exist'}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, empty, text, a pickle payload: torch raises a different type for each
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise UserError(f"{what} {path} is corrupt or not a trusted tensor file (weights_only loading: "
+                        f"{first})") from None
+
+
 def directory(config, role, method, arch):
     """The run's directory (--output, or runs/<role>-<method>-<arch>-s<seed>). Refuses a directory that holds a
     run unless --resume or --overwrite says what to do with it."""
     out = config.output or Path("runs") / f"{role}-{method}-{arch}-s{config.seed}"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output {out} is a file, not a directory: choose another --output")
     if (out / "checkpoint.pt").exists() and not (config.resume or config.overwrite):
         raise UserError(f"{out} already holds a run: add --resume to continue it, --overwrite to start again, "
                         "or choose another --output")
     return out
+
+
+@contextmanager
+def owned(out, is_main=True):
+    """Hold `out` while the run writes it (rank 0): a second process given the same --output is refused. The lock
+    is the kernel's (flock on out/.lock), so a killed run leaves none behind to block its resume."""
+    if not is_main:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(f"--output {out} is in use by {holder}: wait for that run to end, or choose another "
+                            "--output") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield  # closing the file releases the lock
 
 
 def start(out):
@@ -61,7 +104,13 @@ def start(out):
 
 def read_metrics(out):
     path = out / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    if not path.exists():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is damaged ({e}): restore it, or delete it to resume with the history of the "
+                        "epochs to come only") from None
 
 
 def write_metrics(out, history):

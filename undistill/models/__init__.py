@@ -4,13 +4,12 @@
 normalization of its dataset and, for a released teacher, the logit transform, so a checkpoint is a complete
 black box.
 """
-from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
-from .. import UserError
+from .. import UserError, runs
 from .cifar import CIFAR_MODELS
 from .heads import SkepticalNet
 
@@ -36,20 +35,28 @@ def build(arch, num_classes, weights=None, heads=None):
     else:
         raise UserError(f"unknown architecture {arch!r}; choose one of: {', '.join(names())}")
     if weights is not None:
-        if not Path(weights).is_file():
-            raise UserError(f"--weights {weights} does not exist")
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        try:
-            net.load_state_dict(state.get("state_dict", state))
-        except RuntimeError as e:
-            raise UserError(f"--weights {weights} does not fit {arch} with {num_classes} classes: "
-                            f"{str(e).splitlines()[0]}") from None
+        state = runs.load_tensors(weights, "--weights")
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]  # a project checkpoint's weights
+        load_weights(net, state, f"--weights {weights}", arch, num_classes)
     if heads is not None:
         if not hasattr(net, "features"):
             raise UserError(f"{heads} heads attach to the stages of a CIFAR ResNet (resnet18/34/50, resnetc20/32) "
                             f"or mobilenetv2, not {arch}: pass one of those as --arch")
         net = HEADS[heads](net, num_classes)
     return net
+
+
+def load_weights(net, state, source, arch, num_classes):
+    """`net.load_state_dict(state)`, or one UserError saying why `source`'s weights do not fit."""
+    if not isinstance(state, dict):
+        raise UserError(f"{source} holds a {type(state).__name__}, not a state_dict")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:  # its first line names only the class; the next one names the mismatch
+        lines = [line.strip() for line in str(e).strip().splitlines()]
+        raise UserError(f"{source}: its weights do not fit {arch} with {num_classes} classes "
+                        f"({lines[min(1, len(lines) - 1)][:160]})") from None
 
 
 class Classifier(nn.Module):

@@ -1,0 +1,160 @@
+"""Malformed files given to every command that reads one, a second process on a run, Ctrl-C: each is one line
+naming the problem, and a run in --output survives (also an --overwrite that fails)."""
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+import distill_student
+import train_teacher
+from conftest import ROOT, TINY
+from undistill import UserError, datasets, evaluate, models, report, runs
+
+
+def malformed(kind, good, where):
+    """A file of `kind` derived from the good checkpoint `good`, written in `where`."""
+    path = where / f"{kind}.pt"
+    ckpt = torch.load(good, weights_only=True)
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        data = good.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    elif kind == "text":
+        path.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    elif kind == "tensor":
+        torch.save(torch.zeros(3), path)
+    elif kind == "no-arch":
+        torch.save({k: v for k, v in ckpt.items() if k != "arch"}, path)
+    elif kind == "classes":
+        torch.save(dict(ckpt, num_classes=7), path)
+    elif kind == "arch":
+        torch.save(dict(ckpt, arch="resnetc20"), path)
+    elif kind == "other-weights":
+        torch.save(models.build("resnetc20", 10).state_dict(), path)
+    elif kind == "directory":
+        path.mkdir()
+    return path
+
+
+CASES = [  # (script, options before the file, file option, malformed kind, message)
+    *[(distill_student, ["--attack", "kd"], "--teacher", kind, message) for kind, message in [
+        ("empty", "is corrupt or not a trusted tensor file"),
+        ("truncated", "is corrupt or not a trusted tensor file"),
+        ("text", "is corrupt or not a trusted tensor file"),
+        ("tensor", "is not an undistill checkpoint"),
+        ("no-arch", "its 'arch' is missing"),
+        ("classes", "do not fit cnn with 7 classes"),
+        ("arch", "do not fit resnetc20 with 10 classes"),
+        ("directory", "is not a file"),
+    ]],
+    (train_teacher, ["--defense", "nasty"], "--adversary", "truncated", "is corrupt or not a trusted tensor file"),
+    (train_teacher, ["--defense", "nasty"], "--adversary", "classes", "do not fit cnn with 7 classes"),
+    (train_teacher, ["--defense", "stingy"], "--from", "no-arch", "its 'arch' is missing"),
+    (train_teacher, ["--defense", "stingy"], "--from", "empty", "is corrupt or not a trusted tensor file"),
+    (train_teacher, [], "--weights", "tensor", "holds a Tensor, not a state_dict"),
+    (train_teacher, [], "--weights", "truncated", "is corrupt or not a trusted tensor file"),
+    (train_teacher, [], "--weights", "other-weights", "do not fit cnn with 10 classes"),
+    (distill_student, ["--attack", "scratch"], "--weights", "directory", "is not a file"),
+]
+
+
+def digests(directory):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize("script, argv, flag, kind, message", CASES,
+                         ids=[f"{c[0].__name__}{c[2]}={c[3]}" for c in CASES])
+def test_a_malformed_file_is_one_line_and_the_run_survives(ce_teacher, tmp_path, script, argv, flag, kind,
+                                                            message):
+    run = tmp_path / "run"
+    shutil.copytree(ce_teacher.parent, run)
+    before = digests(run)
+    bad = malformed(kind, ce_teacher, tmp_path)
+    with pytest.raises(UserError) as refused:
+        script.main(script.parse_args([*TINY, *argv, flag, str(bad), "--epochs", "1", "--output", str(run),
+                                       "--overwrite"]))
+    assert message in str(refused.value) and str(bad) in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert digests(run) == before
+
+
+@pytest.mark.parametrize("kind, message", [("truncated", "is corrupt"), ("arch", "do not fit resnetc20")])
+def test_evaluate_refuses_a_malformed_checkpoint(ce_teacher, tmp_path, kind, message):
+    bad = malformed(kind, ce_teacher, tmp_path)
+    with pytest.raises(UserError, match=message):
+        evaluate.main(evaluate.parse_args([str(bad), "--workers", "0"]))
+    assert not list(tmp_path.glob("*.json"))
+
+
+@pytest.mark.parametrize("text, message", [("{\"role\": ", "cannot read"), ("[1]", "is not a run summary"),
+                                           ("{\"role\": \"student\"}", "is not a run summary")])
+def test_report_names_a_damaged_summary(tmp_path, text, message):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text(text)
+    with pytest.raises(UserError, match=message):
+        report.main(report.parse_args([str(tmp_path)]))
+
+
+def test_report_on_no_runs_and_an_output_that_is_a_file(tmp_path):
+    with pytest.raises(UserError, match="no summary.json"):
+        report.main(report.parse_args([str(tmp_path)]))
+    (tmp_path / "file").write_text("keep me")
+    with pytest.raises(UserError, match="is a file, not a directory"):
+        train_teacher.main(train_teacher.parse_args([*TINY, "--output", str(tmp_path / "file")]))
+    assert (tmp_path / "file").read_text() == "keep me"
+
+
+def test_resume_over_a_damaged_history_is_refused(ce_teacher, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ce_teacher.parent, run)
+    (run / "metrics.jsonl").write_bytes(b"\x00garbage\n")
+    before = digests(run)
+    with pytest.raises(UserError, match="metrics.jsonl is damaged"):
+        train_teacher.main(train_teacher.parse_args([*TINY, "--epochs", "2", "--output", str(run), "--resume"]))
+    assert digests(run) == before
+
+
+def test_a_second_process_on_the_same_output_is_refused(ce_teacher, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ce_teacher.parent, run)
+    before = digests(run)
+    with runs.owned(run):
+        with pytest.raises(UserError, match=r"is in use by pid \d+ on "):
+            train_teacher.main(train_teacher.parse_args([*TINY, "--epochs", "2", "--output", str(run), "--resume"]))
+    assert digests(run) == before
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
+    proc = subprocess.Popen([sys.executable, "train_teacher.py", *TINY, "--epochs", "50", "--output",
+                             str(tmp_path / "run")], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"))
+    deadline = time.time() + 300
+    while not (tmp_path / "run" / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and stderr.strip().splitlines() == [stderr.strip()] and "--resume" in stderr, stderr
+
+
+def test_an_unreadable_image_is_named_and_a_damaged_cache_rebuilt(tmp_path, capsys):
+    files = []
+    for i in range(3):
+        Image.new("RGB", (4, 4), (60 * i,) * 3).save(tmp_path / f"{i}.png")
+        files.append((tmp_path / f"{i}.png", i))
+    cache = tmp_path / ".cache.pt"
+    images, labels = datasets.decode_cached(files, cache)
+    cache.write_bytes(cache.read_bytes()[:100])
+    again, _ = datasets.decode_cached(files, cache)
+    assert torch.equal(again, images) and "decoding the images again" in capsys.readouterr().err
+    assert torch.equal(datasets.decode_cached(files, cache)[0], images)  # rewritten whole
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    with pytest.raises(UserError, match=r"cannot read the image .*bad\.jpg"):
+        datasets.decode_cached([*files, (tmp_path / "bad.jpg", 0)], tmp_path / ".other.pt")
