@@ -73,15 +73,20 @@ def directory(config, role, method, arch):
 @contextmanager
 def owned(out, is_main=True):
     """Hold `out` while the run writes it (rank 0): a second process given the same --output is refused. The lock
-    is the kernel's (flock on out/.lock), so a killed run leaves none behind to block its resume."""
+    is the kernel's (flock on out/.lock, removed at the end), so a killed run leaves none that blocks its resume; a
+    directory this created is removed again if the run wrote nothing into it."""
     if not is_main:
         yield
         return
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a+") as handle:
+    lock = out / ".lock"
+    with open(lock, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            if os.fstat(handle.fileno()).st_ino != os.stat(lock).st_ino:  # removed by a run ending just now
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             raise UserError(f"--output {out} is in use by {holder}: wait for that run to end, or choose another "
@@ -89,7 +94,12 @@ def owned(out, is_main=True):
         handle.truncate(0)
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()
-        yield  # closing the file releases the lock
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)  # while still held, so no other process can have locked it
+            if created and not any(out.iterdir()):
+                out.rmdir()
 
 
 def start(out):
