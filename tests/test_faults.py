@@ -133,9 +133,11 @@ def test_a_second_process_on_the_same_output_is_refused(ce_teacher, tmp_path):
 
 
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
+    # SIGINT as a terminal delivers it: a shell starting the tests in the background leaves it ignored otherwise
     proc = subprocess.Popen([sys.executable, "train_teacher.py", *TINY, "--epochs", "50", "--output",
                              str(tmp_path / "run")], cwd=ROOT, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"))
+                            env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (tmp_path / "run" / "checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
