@@ -132,10 +132,10 @@ def fit(model, task, info, config, ctx, meta, out):
     One process at a time may write `out` (runs.owned).
     """
     with runs.owned(out, ctx.is_main):
-        return train(model, task, info, config, ctx, meta, out)
+        return fit_owned(model, task, info, config, ctx, meta, out)
 
 
-def train(model, task, info, config, ctx, meta, out):
+def fit_owned(model, task, info, config, ctx, meta, out):
     backends.check_supported(config, task.trained_beside)
     train = make_loader(info.train, config, ctx, train=True) if task.uses_training_split else None
     test = make_loader(info.test, config, ctx, train=False)
