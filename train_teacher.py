@@ -37,7 +37,8 @@ def main(args):
         return release(method, settings, frozen, info, config, ctx)
 
     torch.manual_seed(config.seed)  # the same initialization for the same seed, on every run
-    model = models.Classifier(models.build(config.arch, info.num_classes, config.weights), info.mean, info.std)
+    net = models.build(config.arch, info.num_classes, config.weights, image_size=info.image_size)
+    model = models.Classifier(net, info.mean, info.std)
     task = method.build(settings, info, ctx, config, frozen)
     meta = checkpoint.describe(info, config.arch, "teacher", method.name, settings)
     engine.fit(model, task, info, config, ctx, meta, runs.directory(config, "teacher", method.name, config.arch))
@@ -52,12 +53,11 @@ def release(method, settings, source, info, config, ctx):
     metrics = {f"test_{k}": v for k, v in engine.evaluate(engine.prepare(model, ctx, config), test, ctx,
                                                           config).items()}
     meta = checkpoint.describe(info, ckpt["arch"], "teacher", method.name, settings, released)
-    with runs.owned(out, ctx.is_main):
-        if ctx.is_main:
-            checkpoint.save(dict(meta, epoch=ckpt["epoch"], metrics=metrics, state_dict=ckpt["state_dict"]),
-                            out / "checkpoint.pt")
-            runs.write_json(out / "summary.json", dict(meta, best_acc=metrics["test_acc"],
-                                                       last_acc=metrics["test_acc"], args=runs.plain(vars(config))))
+    summary = dict(meta, best_acc=metrics["test_acc"], last_acc=metrics["test_acc"], args=runs.plain(vars(config)))
+    with runs.owned(out, ctx):
+        ctx.on_main(lambda: (checkpoint.save(dict(meta, epoch=ckpt["epoch"], metrics=metrics,
+                                                  state_dict=ckpt["state_dict"]), out / "checkpoint.pt"),
+                             runs.write_json(out / "summary.json", summary)))
     what = ", ".join(f"{k} {v}" for k, v in released.items() if k != "name")
     ctx.print(f"released a {released['name']} teacher ({what}; {info.num_classes} classes): test accuracy "
               f"{metrics['test_acc']:.2f}%  -> {out / 'checkpoint.pt'}")

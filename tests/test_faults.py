@@ -1,12 +1,15 @@
 """Malformed files given to every command that reads one, a second process on a run, Ctrl-C: each is one line
 naming the problem, and a run in --output survives (also an --overwrite that fails)."""
+import errno
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +17,7 @@ from PIL import Image
 
 import distill_student
 import train_teacher
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, run_script
 from undistill import UserError, datasets, evaluate, models, report, runs
 
 
@@ -132,18 +135,59 @@ def test_a_second_process_on_the_same_output_is_refused(ce_teacher, tmp_path):
     assert digests(run) == before
 
 
-def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_a_signal_is_one_line_and_the_run_resumes(tmp_path, signum, code):
     # SIGINT as a terminal delivers it: a shell starting the tests in the background leaves it ignored otherwise
-    proc = subprocess.Popen([sys.executable, "train_teacher.py", *TINY, "--epochs", "50", "--output",
-                             str(tmp_path / "run")], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "train_teacher.py", *TINY, "--epochs", "50", "--output", str(out)],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"),
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
-    while not (tmp_path / "run" / "checkpoint.pt").exists() and time.time() < deadline:
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and stderr.strip().splitlines() == [stderr.strip()] and "--resume" in stderr, stderr
+    assert proc.returncode == code and stderr.strip().splitlines() == [stderr.strip()] and "--resume" in stderr, stderr
+    assert not list(out.glob(".*.tmp")) and not (out / ".lock").exists()
+    epoch = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
+    train_teacher.main(train_teacher.parse_args([*TINY, "--epochs", str(epoch + 1), "--output", str(out),
+                                                 "--resume"]))
+    assert len(runs.read_metrics(out)) == epoch + 1
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_blocks_no_resume(tmp_path, monkeypatch):
+    out, save, calls = tmp_path / "run", torch.save, []
+
+    def full_disk(obj, path, *args, **kwargs):  # the second checkpoint.pt: half written, then ENOSPC
+        calls.append(Path(path).name)
+        if calls.count(".checkpoint.pt.tmp") == 2:
+            Path(path).write_bytes(b"PK\x03\x04 half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    argv = [*TINY, "--epochs", "3", "--output", str(out)]
+    with pytest.raises(UserError, match=r"cannot write .*checkpoint\.pt \(No space left on device\).*--resume"):
+        train_teacher.main(train_teacher.parse_args(argv))
+    monkeypatch.setattr(torch, "save", save)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert not list(out.glob(".*")), "a temporary file or the lock was left behind"
+    train_teacher.main(train_teacher.parse_args([*argv, "--resume"]))
+    assert [h["epoch"] for h in runs.read_metrics(out)] == [1, 2, 3]
+
+
+def test_a_write_failing_on_rank_0_stops_every_rank_with_one_line(tmp_path):
+    out = tmp_path / "run"
+    (out / ".metrics.jsonl.tmp").mkdir(parents=True)  # rank 0 alone writes the run: its first metrics fail
+    proc = run_script("train_teacher.py", *TINY, "--epochs", "2", "--output", str(out), nproc=2, check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot write" in errors[0] and "metrics.jsonl" in errors[0], proc.stderr
+    # torchrun reports the failed ranks with a traceback of its own; no rank's code may appear in one
+    assert not re.search(r'File ".*(undistill|train_teacher)', proc.stderr + proc.stdout), proc.stderr
+    # rank 1 exits 2 as well, or 143 when torchrun, on rank 0's exit, stops it first; never 1 (a crash)
+    assert "exitcode  : 2" in proc.stderr and "exitcode  : 1 " not in proc.stderr, proc.stderr
+    assert "gloo" not in proc.stderr.lower(), proc.stderr
 
 
 def test_an_unreadable_image_is_named_and_a_damaged_cache_rebuilt(tmp_path, capsys):

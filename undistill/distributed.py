@@ -1,5 +1,6 @@
 """Process group and device: the same script runs under `python` (one process) and `torchrun` (one per rank)."""
 import os
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -55,6 +56,23 @@ class Context:
         if self.world_size > 1:
             dist.barrier()
 
+    def on_main(self, write):
+        """Call `write()` on rank 0 alone (the run's files) and tell every rank how it ended: a UserError there
+        (a full or read-only disk, a locked run) is raised on all ranks, which would otherwise wait at the next
+        collective for a rank that has stopped and die on a closed connection."""
+        error = None
+        if self.is_main:
+            try:
+                write()
+            except UserError as e:
+                error = str(e)
+        if self.world_size > 1:
+            shared = [error]
+            dist.broadcast_object_list(shared, 0)
+            error = shared[0]
+        if error is not None:
+            raise UserError(error)
+
 
 def init(device="auto"):
     """Join the torchrun process group if there is one (nccl on GPUs, gloo on the CPU) and pick the device."""
@@ -70,20 +88,34 @@ def init(device="auto"):
     return Context(rank, world_size, local_rank, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"))
 
 
-def run(main, args):
-    """Run `main(args)`; a UserError becomes one line on stderr and exit code 2, Ctrl-C one line and exit code
-    130. The process group is always destroyed (gloo jobs abort at exit otherwise)."""
+class Terminated(BaseException):
+    """SIGTERM (SLURM's, torchrun's when another rank failed, `kill`), raised where the process is, like Ctrl-C."""
+
+
+def terminate(_signum, _frame):
+    raise Terminated
+
+
+def run(main, args, sigterm=True):
+    """Run `main(args)`; a UserError becomes one line on stderr (rank 0's) and exit code 2. Ctrl-C and SIGTERM
+    abandon the current step and exit 130 and 143 with one line saying how to continue: every file is written
+    atomically, so the last finished epoch is intact. `sigterm=False` leaves SIGTERM to a caller that handles it
+    (submitit). The process group is always destroyed (gloo jobs abort at exit otherwise)."""
+    if sigterm:
+        signal.signal(signal.SIGTERM, terminate)
+    main_rank = int(os.environ.get("RANK", 0)) == 0
     try:
         main(args)
     except UserError as e:
-        if int(os.environ.get("RANK", 0)) == 0:
+        if main_rank:
             print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
-    except KeyboardInterrupt:  # checkpoints are written atomically: the last finished epoch is intact
-        if int(os.environ.get("RANK", 0)) == 0:
-            print("interrupted (a run continues from its last finished epoch when the same command is given "
-                  "again with --resume)", file=sys.stderr, flush=True)
-        sys.exit(130)
+    except (KeyboardInterrupt, Terminated) as e:
+        if main_rank:
+            print(f"{'interrupted' if isinstance(e, KeyboardInterrupt) else 'terminated'} (a run continues from "
+                  "its last finished epoch when the same command is given again with --resume)", file=sys.stderr,
+                  flush=True)
+        sys.exit(130 if isinstance(e, KeyboardInterrupt) else 143)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

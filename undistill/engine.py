@@ -131,7 +131,7 @@ def fit(model, task, info, config, ctx, meta, out):
     accuracy, out/metrics.jsonl (one line per epoch, with the loss terms) and out/summary.json; returns the summary.
     One process at a time may write `out` (runs.owned).
     """
-    with runs.owned(out, ctx.is_main):
+    with runs.owned(out, ctx):
         return fit_owned(model, task, info, config, ctx, meta, out)
 
 
@@ -154,9 +154,7 @@ def fit_owned(model, task, info, config, ctx, meta, out):
     else:
         if config.resume:
             ctx.print(f"--resume: {out} holds no checkpoint.pt, so a new run starts there")
-        if ctx.is_main:
-            runs.start(out)
-    ctx.barrier()
+        ctx.on_main(lambda: runs.start(out))
     backend = backends.BACKENDS[config.backend](model, make_optimizer(model.parameters(), config), config, ctx,
                                                 task.trained_beside)
     if state is not None:
@@ -184,22 +182,23 @@ def fit_owned(model, task, info, config, ctx, meta, out):
                   f"{stats['images_per_s']:.0f} img/s  {stats['time_s']:.1f}s")
         record = dict(meta, epoch=epoch + 1, metrics=stats)
         resume, record["state_dict"] = backend.save(out, record, ctx)
-        if ctx.is_main:
-            # metrics first: a kill between the two leaves an extra line, which a resume drops, never a gap
-            runs.write_metrics(out, history)
-            if is_best:
-                checkpoint.save(record, out / "best.pt")
-            resume.update(best_acc=best, args=runs.plain(vars(config)), task=task.state_dict())
-            checkpoint.save(dict(record, **resume), out / "checkpoint.pt")
-        ctx.barrier()
+        resume.update(best_acc=best, args=runs.plain(vars(config)))
+        ctx.on_main(lambda: save(out, history, record, dict(resume, task=task.state_dict()), is_best))
         backend.saved(out, ctx)
 
     summary = dict(meta, epochs=config.epochs, best_acc=best, last_acc=history[-1]["test_acc"],
                    args=runs.plain(vars(config)))
-    if ctx.is_main:
-        runs.write_json(out / "summary.json", summary)
-        ctx.print(f"done: last {summary['last_acc']:.2f}%, best {best:.2f}%  -> {out}")
+    ctx.on_main(lambda: runs.write_json(out / "summary.json", summary))
+    ctx.print(f"done: last {summary['last_acc']:.2f}%, best {best:.2f}%  -> {out}")
     return summary
+
+
+def save(out, history, record, resume, is_best):
+    # metrics first: a kill between the two leaves an extra line, which a resume drops, never a gap
+    runs.write_metrics(out, history)
+    if is_best:
+        checkpoint.save(record, out / "best.pt")
+    checkpoint.save(dict(record, **resume), out / "checkpoint.pt")
 
 
 IDENTITY = ("role", "method", "arch", "dataset", "num_classes", "settings")  # what makes a run this run

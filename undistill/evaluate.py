@@ -149,12 +149,17 @@ def main(args):
     result["time_s"] = time.perf_counter() - start
 
     out = args.output or args.checkpoint.with_name(f"{args.checkpoint.stem}.eval.json")
-    if ctx.is_main:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        runs.write_json(out, result)
+    ctx.on_main(lambda: write(out, result))
     ctx.print(summary(result, info, out))
-    ctx.barrier()
     return result
+
+
+def write(out, result):
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(runs.cannot_write(out.parent, e)) from None
+    runs.write_json(out, result)
 
 
 def summary(result, info, out):

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SIGNAL_DELAY_S = 120  # time between the warning signal and the kill: enough to leave a step and requeue
 
 
-def add_arguments(parser):
+def add_arguments(parser, array_seeds=True):
+    """The SLURM options; `array_seeds=False` for a command that makes its own array (the audit)."""
     g = parser.add_argument_group("SLURM (submitit)")
     where = g.add_mutually_exclusive_group()
     where.add_argument("--slurm", action="store_true", help="submit the run as a SLURM job instead of running it")
@@ -37,8 +38,9 @@ def add_arguments(parser):
                    help="extra #SBATCH directive, repeatable: constraint=volta32gb, mem=0, exclusive")
     g.add_argument("--job-dir", type=Path, help="submitit's logs and pickles (default: <run directory>/slurm, for "
                    "an array the run directories' parent /slurm)")
-    g.add_argument("--array-seeds", help="comma-separated seeds: one array job, one element per seed, each in its "
-                   "own run directory (<output>/s<seed> with --output)")
+    if array_seeds:
+        g.add_argument("--array-seeds", help="comma-separated seeds: one array job, one element per seed, each in "
+                       "its own run directory (<output>/s<seed> with --output)")
     g.add_argument("--array-parallelism", type=int, help="array elements running at once (default: all, up to 256)")
 
 
@@ -57,7 +59,8 @@ class ScriptJob:
             # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT for distributed.init; every task keeps all of
             # its node's GPUs and takes the one at LOCAL_RANK
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-        distributed.run(self.main, self.args)
+        # submitit's own SIGTERM handler stays: it lets the USR2 checkpoint-and-requeue finish
+        distributed.run(self.main, self.args, sigterm=False)
 
     def checkpoint(self):
         """Called by submitit on preemption or timeout: the requeued job continues the run from its checkpoint.pt."""
@@ -77,21 +80,22 @@ def main(script_main, args):
 
 def launch(script_main, args):
     jobs = submit(script_main, args)
-    utils = require("submitit.core.utils", "submitit", "--slurm")
     if args.slurm_local:  # wait, as a run here would
-        for job, out in jobs:
-            try:
-                job.results()
-            except utils.UncompletedJobError:
-                raise UserError(f"job {job.job_id} failed: see {job.task(0).paths.stderr}") from None
-            print(f"job {job.job_id} done -> {out}", flush=True)
+        wait(jobs)
 
 
-def submit(script_main, args):
-    """Check what can be checked here, submit, print one line per job; returns [(job, run directory)]."""
-    submitit, utils = (require(m, "submitit", "--slurm") for m in ("submitit", "submitit.core.utils"))
-    if not (args.slurm or args.slurm_local):
-        raise UserError("--array-seeds needs --slurm or --slurm-local")
+def wait(jobs):
+    utils = require("submitit.core.utils", "submitit", "--slurm")
+    for job, out in jobs:
+        try:
+            job.results()
+        except utils.UncompletedJobError:
+            raise UserError(f"job {job.job_id} failed: see {job.task(0).paths.stderr}") from None
+        print(f"job {job.job_id} done -> {out}", flush=True)
+
+
+def check(args):
+    """What can be checked of a launch before anything is submitted."""
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise UserError("--slurm submits from one process: start it with python, not torchrun")
     if args.nodes < 1 or args.gpus_per_node < 1:
@@ -100,15 +104,29 @@ def submit(script_main, args):
         raise UserError("--slurm-local runs on this machine: --nodes 1")
     if args.slurm and shutil.which("srun") is None:
         raise UserError("--slurm: no srun on PATH (not a SLURM login node?); --slurm-local runs the job here")
+
+
+def submit(script_main, args):
+    """Check what can be checked here, submit, print one line per job; returns [(job, run directory)]."""
+    if not (args.slurm or args.slurm_local):
+        raise UserError("--array-seeds needs --slurm or --slurm-local")
+    check(args)
     elements = [with_seed(args, seed) for seed in parse_seeds(args.array_seeds)] if args.array_seeds else [args]
     role, method, arch = role_method_arch(args)
     # the directories the jobs will write: an existing run without --resume or --overwrite is refused now, not there
     outs = [runs.directory(run, role, method, arch) for run in elements]
     job_dir = args.job_dir or (outs[0].parent if args.array_seeds else outs[0]) / "slurm"
+    return submit_runs(args, [(script_main, run, sys.argv, out) for run, out in zip(elements, outs)],
+                       f"{role}-{method}-{arch}", job_dir)
 
+
+def submit_runs(args, elements, name, job_dir):
+    """Submit each (script main, its args, its command line, its run directory) as one job, several as one array
+    job, with the SLURM options of `args`; returns [(job, run directory)]."""
+    submitit, utils = (require(m, "submitit", "--slurm") for m in ("submitit", "submitit.core.utils"))
     executor = submitit.AutoExecutor(job_dir, cluster="local" if args.slurm_local else "slurm")
     executor.update_parameters(
-        name=f"{role}-{method}-{arch}", timeout_min=args.time, nodes=args.nodes, tasks_per_node=args.gpus_per_node,
+        name=name, timeout_min=args.time, nodes=args.nodes, tasks_per_node=args.gpus_per_node,
         gpus_per_node=None if args.device == "cpu" else args.gpus_per_node, cpus_per_task=args.cpus_per_task,
         slurm_partition=args.partition, slurm_account=args.account, slurm_qos=args.qos,
         slurm_signal_delay_s=SIGNAL_DELAY_S, slurm_array_parallelism=args.array_parallelism,
@@ -117,12 +135,12 @@ def submit(script_main, args):
     pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     try:
         with submitit.helpers.environment_variables(PYTHONPATH=pythonpath), executor.batch():
-            jobs = [executor.submit(ScriptJob(script_main, run, sys.argv)) for run in elements]
+            jobs = [executor.submit(ScriptJob(main, run, argv)) for main, run, argv, _ in elements]
     except (utils.FailedJobError, utils.FailedSubmissionError) as e:
         raise UserError(f"sbatch failed: {str(e).strip().splitlines()[-1]}") from None
-    for job, out in zip(jobs, outs):
+    for job, (*_, out) in zip(jobs, elements):
         print(f"submitted job {job.job_id}: {out}  log {job.task(0).paths.stdout}", flush=True)
-    return list(zip(jobs, outs))
+    return [(job, out) for job, (*_, out) in zip(jobs, elements)]
 
 
 def parse_seeds(text):

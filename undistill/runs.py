@@ -13,26 +13,36 @@ import os
 import shutil
 import socket
 import sys
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import torch
 
-from . import UserError
+from . import UserError, distributed
 
 FILES = ("checkpoint.pt", "best.pt", "metrics.jsonl", "summary.json", "command.txt")
 
 
 def atomic_write(path, write):
-    """Call `write(tmp)` on a temporary path beside `path`, then rename it to `path`."""
+    """Call `write(tmp)` on a temporary path beside `path`, then rename it to `path`. A failed write (a full or
+    read-only disk) is one UserError, and `path` keeps its previous version."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and "PytorchStreamWriter" in str(e)):
+            raise UserError(cannot_write(path, e)) from None
         raise
+
+
+def cannot_write(path, error):
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[-1][:120]
+    return (f"cannot write {path} ({reason}): free space on its disk or make it writable; the files written "
+            "before are intact (a run continues with --resume)")
 
 
 def write_text(path, text):
@@ -71,20 +81,29 @@ def directory(config, role, method, arch):
 
 
 @contextmanager
-def owned(out, is_main=True):
-    """Hold `out` while the run writes it (rank 0): a second process given the same --output is refused. The lock
-    is the kernel's (flock on out/.lock, removed at the end), so a killed run leaves none that blocks its resume; a
-    directory this created is removed again if the run wrote nothing into it."""
-    if not is_main:
+def owned(out, ctx=None):
+    """Hold `out` while the run writes it: a second process given the same --output is refused, on every rank of
+    this run (`ctx`, a distributed.Context; default one process)."""
+    held = ExitStack()
+    (ctx or distributed.Context()).on_main(lambda: held.enter_context(lock(out)))
+    with held:
         yield
-        return
+
+
+@contextmanager
+def lock(out):
+    """The kernel's lock (flock on out/.lock, removed at the end), so a killed run leaves none that blocks its
+    resume; a directory this created is removed again if the run wrote nothing into it."""
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    lock = out / ".lock"
-    with open(lock, "a+") as handle:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / ".lock", "a+")
+    except OSError as e:
+        raise UserError(cannot_write(out, e)) from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(handle.fileno()).st_ino != os.stat(lock).st_ino:  # removed by a run ending just now
+            if os.fstat(handle.fileno()).st_ino != os.stat(out / ".lock").st_ino:  # removed by a run ending now
                 raise BlockingIOError
         except (BlockingIOError, FileNotFoundError):
             handle.seek(0)
@@ -97,7 +116,7 @@ def owned(out, is_main=True):
         try:
             yield
         finally:
-            lock.unlink(missing_ok=True)  # while still held, so no other process can have locked it
+            (out / ".lock").unlink(missing_ok=True)  # while still held, so no other process can have locked it
             if created and not any(out.iterdir()):
                 out.rmdir()
 
@@ -105,9 +124,11 @@ def owned(out, is_main=True):
 def start(out):
     """Empty `out` of a previous run's files (only this project's: --output may hold others) and record the
     command. Rank 0 only."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        (out / name).unlink(missing_ok=True)
+    try:
+        for name in FILES:
+            (out / name).unlink(missing_ok=True)
+    except OSError as e:
+        raise UserError(cannot_write(out / name, e)) from None
     shutil.rmtree(out / "deepspeed", ignore_errors=True)  # the deepspeed backend's optimizer shards
     write_text(out / "command.txt", " ".join(sys.argv) + "\n")
 
