@@ -44,7 +44,7 @@ def main(args):
         settings.update(teacher.settings())
 
     torch.manual_seed(config.seed)  # the same initialization for the same seed, on every run
-    net = models.build(config.arch, info.num_classes, config.weights, method.heads)
+    net = models.build(config.arch, info.num_classes, config.weights, method.heads, info.image_size)
     student = models.Classifier(net, info.mean, info.std)
     task = method.build(settings, info, ctx, config, teacher)
     meta = checkpoint.describe(info, config.arch, "student", method.name, settings, heads=method.heads,

@@ -2,6 +2,7 @@
 CIFAR-10), --subset, and the loaders' determinism and evaluation split."""
 
 import hashlib
+import os
 import tarfile
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from PIL import Image
 
 from undistill import UserError, datasets, loaders
 
-CIFAR_TAR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg.tar.gz"
+CIFAR_TAR = Path(os.environ.get("CIFAR10_TAR", "cifar10-jpeg.tar.gz"))  # the real CIFAR-10 as JPEG files
 # Created in this (unsorted) order on purpose: labels must follow the sorted folder names.
 CLASS_NAMES = ["ship", "airplane", "frog", "cat", "deer", "dog", "bird", "horse", "truck", "automobile"]
 
@@ -111,11 +112,18 @@ def test_cifar10_with_seven_class_folders_is_refused(tmp_path):
         datasets.load("cifar10", tmp_path)
 
 
+def test_test_classes_other_than_the_training_classes_are_refused(tmp_path):
+    write_image_folder(tmp_path / "train", [f"c{i}" for i in range(10)], 1)
+    write_image_folder(tmp_path / "test", [f"d{i}" for i in range(10)], 1)
+    with pytest.raises(UserError, match=r"train and .*test have different class folders \(c0, c1, c2 \.\.\. in one"):
+        datasets.load("cifar10", tmp_path)
+
+
 @pytest.fixture(scope="module")
 def real_cifar_slice(tmp_path_factory):
-    """The first 3 images of each class of train/ and test/ from the shared CIFAR-10 archive."""
+    """The first 3 images of each class of train/ and test/ from the CIFAR-10 archive ($CIFAR10_TAR)."""
     if not CIFAR_TAR.is_file():
-        pytest.skip(f"{CIFAR_TAR} not available")
+        pytest.skip(f"no CIFAR-10 archive at {CIFAR_TAR}: set CIFAR10_TAR to the path of cifar10-jpeg.tar.gz")
     root = tmp_path_factory.mktemp("cifar10")
     taken = {}
     with tarfile.open(CIFAR_TAR) as tar:
@@ -180,6 +188,31 @@ def test_tinyimagenet_stock_layout(tmp_path):
     # validation labels come from val_annotations.txt, not from the single val/images/ folder
     assert info.test.labels.tolist() == VAL_CLASSES
     assert info.test.images.shape == (5, 3, 64, 64) and info.test.images.dtype == torch.uint8
+
+
+def test_tinyimagenet_annotation_naming_a_missing_file_is_refused(tmp_path):
+    write_tinyimagenet(tmp_path)
+    (tmp_path / "val" / "images" / "val_3.JPEG").unlink()
+    with pytest.raises(UserError, match=r"val_annotations\.txt names val_3\.JPEG, which is not in"):
+        datasets.load("tinyimagenet", tmp_path)
+
+
+def test_a_subset_decodes_only_its_own_images(tmp_path, monkeypatch):
+    write_tinyimagenet(tmp_path)
+    for wnid in WNIDS[:10]:  # two images for ten classes: half of each class leaves one of them undecoded
+        write_image(solid(7, 64), tmp_path / "train" / wnid / "images" / f"{wnid}_1.JPEG")
+    decoded, decode_rgb = [], datasets.decode_rgb
+    monkeypatch.setattr(datasets, "decode_rgb", lambda path: decoded.append(path) or decode_rgb(path))
+    info = datasets.load("tinyimagenet", tmp_path, subset=0.5, seed=0)
+    train_files = [p for p in decoded if "/train/" in str(p)]
+    assert len(train_files) == len(info.train) == 200 and info.train.labels.tolist() == list(range(200))
+    assert not (tmp_path / ".undistill-train.pt").exists()  # a subset's images are not cached as the split's
+    full = datasets.load("tinyimagenet", tmp_path)  # decodes and caches the whole split ...
+    decoded.clear()
+    again = datasets.load("tinyimagenet", tmp_path, subset=0.5, seed=0)  # ... which a subset then reads
+    assert not [p for p in decoded if "/train/" in str(p)] and len(full.train) == 210
+    assert torch.equal(again.train.images, info.train.images)
+    assert torch.equal(again.train.records.indices, info.train.records.indices)
 
 
 def test_tinyimagenet_without_val_annotations_is_refused(tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from undistill import models
+from undistill import UserError, models
 from undistill.models.cifar import CIFAR_MODELS
 
 # name -> (params for K=10, params for K=100). The K=100 figure is the K=10 one plus
@@ -56,3 +56,10 @@ def test_features(name):
     pooled = maps[-1].mean(dim=(2, 3))
     torch.testing.assert_close(model(x), model.fc(pooled))
 
+
+
+def test_an_architecture_that_cannot_take_the_images_is_refused():
+    with pytest.raises(UserError, match=r"--arch cnn cannot take the dataset's 64x64 images"):
+        models.build("cnn", 200, image_size=64)
+    assert models.build("resnetc20", 200, heads="skeptical", image_size=64)(torch.zeros(2, 3, 64, 64)).shape == (
+        4, 2, 200)

@@ -198,7 +198,7 @@ def read_mnist5k(_root, split, _download):
 
 def read_cifar(root, split, download, num_classes):
     if (root / "train").is_dir():
-        return TensorImages(*read_image_folder(root / split, num_classes))
+        return read_image_folder(root, split, class_folders(root, ("train", "test"), num_classes))
     cls = torchvision.datasets.CIFAR10 if num_classes == 10 else torchvision.datasets.CIFAR100
     try:
         d = cls(str(root), train=split == "train", download=download)
@@ -223,52 +223,87 @@ def read_tinyimagenet(root, split, _download):
             raise UserError(f"{root}/train/{missing[0]} has no images/ folder (stock Tiny-ImageNet layout expected)")
         files = [(f, index[c]) for c in classes for f in sorted((root / "train" / c / "images").iterdir())
                  if f.suffix.lower() in IMAGE_EXTENSIONS]
-        return TensorImages(*decode_cached(files, root / ".undistill-train.pt"))
+        return ImageFiles(files, root / ".undistill-train.pt")
     files = []
     for line in annotations.read_text().splitlines():
         fields = line.split("\t")
         if len(fields) >= 2:
             if fields[1] not in index:
                 raise UserError(f"{annotations} names class {fields[1]} that has no train/ folder")
+            if not (root / "val" / "images" / fields[0]).is_file():
+                raise UserError(f"{annotations} names {fields[0]}, which is not in {root / 'val' / 'images'}: "
+                                "restore the file or remove its line")
             files.append((root / "val" / "images" / fields[0], index[fields[1]]))
-    return TensorImages(*decode_cached(files, root / ".undistill-val.pt"))
+    return ImageFiles(files, root / ".undistill-val.pt")
 
 
 def read_imagenet(root, split, _download):
     folder = root / ("train" if split == "train" else "val")
-    if not folder.is_dir():
-        raise UserError(f"{root} has no {folder.name}/ folder: ImageNet needs train/<wnid>/*.JPEG and "
-                        "val/<wnid>/*.JPEG")
+    class_folders(root, ("train", "val"), 1000)
     transform = (v2.Compose([v2.RandomResizedCrop(IMAGENET_CROP), v2.RandomHorizontalFlip(), v2.PILToTensor()])
                  if split == "train" else
                  v2.Compose([v2.Resize(IMAGENET_RESIZE), v2.CenterCrop(IMAGENET_CROP), v2.PILToTensor()]))
     try:
-        dataset = torchvision.datasets.ImageFolder(folder, transform)
+        return torchvision.datasets.ImageFolder(folder, transform)
     except FileNotFoundError as e:
         raise UserError(f"ImageNet at {root}: {str(e)[:200]}") from None
-    if len(dataset.classes) != 1000:
-        raise UserError(f"{folder} has {len(dataset.classes)} class folders; ImageNet has 1000")
-    return dataset
 
 
-def read_image_folder(root, num_classes):
-    """root/<class>/<image>: decoded once (cached beside the data when writable) into (images, labels)."""
-    if not root.is_dir():
-        raise UserError(f"missing {root}: the image-folder layout needs train/<class>/ and test/<class>/")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if len(classes) != num_classes:
-        raise UserError(f"{root} has {len(classes)} class folders, expected {num_classes}: check --dataset")
-    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir())
+def class_folders(root, splits, expected):
+    """The classes of an image-folder dataset: the sorted folder names, the same in every split (a test split with
+    other names would be labelled by sort order alone)."""
+    found = {}
+    for split in splits:
+        if not (root / split).is_dir():
+            raise UserError(f"{root} has no {split}/ folder: the image-folder layout needs "
+                            f"{'/<class>/ and '.join(splits)}/<class>/")
+        found[split] = sorted(p.name for p in (root / split).iterdir() if p.is_dir())
+    first = splits[0]
+    for split in splits[1:]:
+        only = sorted(set(found[first]) ^ set(found[split]))
+        if only:
+            raise UserError(f"{root / first} and {root / split} have different class folders ({', '.join(only[:3])}"
+                            f"{' ...' if len(only) > 3 else ''} in one only): give both splits the same classes")
+    if len(found[first]) != expected:
+        raise UserError(f"{root / first} has {len(found[first])} class folders, expected {expected}: check --dataset")
+    return found[first]
+
+
+def read_image_folder(root, split, classes):
+    """root/<split>/<class>/<image>, decoded on use (ImageFiles)."""
+    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / split / c).iterdir())
              if f.suffix.lower() in IMAGE_EXTENSIONS]
-    return decode_cached(files, root.parent / f".undistill-{root.name}.pt")
+    return ImageFiles(files, root / f".undistill-{split}.pt")
+
+
+class ImageFiles:
+    """A split's image files and labels, not yet decoded: a subset decodes only its own images."""
+
+    def __init__(self, files, cache):
+        if not files:
+            raise UserError(f"no images found for {cache.parent}")
+        self.files, self.cache = files, cache
+        self.labels = torch.tensor([label for _, label in files])
+
+    def __len__(self):
+        return len(self.files)
+
+    def decoded(self, keep=None):
+        """All images (cached beside the data: later runs skip decoding), or those at `keep`: taken from the
+        cache where the whole split was decoded before, else decoded alone (a subset's cache would be one file per
+        seed and size)."""
+        if keep is None:
+            return TensorImages(*decode_cached(self.files, self.cache))
+        if self.cache.is_file():
+            images, labels = decode_cached(self.files, self.cache)
+            return TensorImages(images[keep], labels[keep])
+        return TensorImages(decode([self.files[i][0] for i in keep], self.cache.parent), self.labels[keep])
 
 
 def decode_cached(files, cache):
     """Decode (path, label) pairs into one uint8 tensor; reuse the cache if it matches the file list."""
-    if not files:
-        raise UserError(f"no images found for {cache.parent}")
     paths = [str(f) for f, _ in files]
-    key = [f"{p}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p in paths]  # a replaced image invalidates
+    key = [identity(p) for p in paths]  # a replaced image invalidates the cache
     if cache.is_file():
         try:
             cached = runs.load_tensors(cache, "the decoded-image cache")
@@ -277,15 +312,28 @@ def decode_cached(files, cache):
             cached = None
         if isinstance(cached, dict) and cached.get("files") == key:
             return cached["images"], cached["labels"]
+    images, labels = decode(paths, cache.parent), torch.tensor([label for _, label in files])
+    with contextlib.suppress(UserError):  # a read-only dataset directory only costs a re-decode next time
+        runs.atomic_write(cache, lambda tmp: torch.save({"files": key, "images": images, "labels": labels}, tmp))
+    return images, labels
+
+
+def identity(path):
+    try:
+        stat = os.stat(path)
+    except OSError as e:
+        raise UserError(f"cannot read the image {path} ({e.strerror}): replace or remove it") from None
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def decode(paths, where):
+    """The images at `paths` as one uint8 (N, 3, H, W) tensor, decoded on all cores."""
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         images = list(pool.map(decode_rgb, paths))
     sizes = {tuple(x.shape) for x in images}
     if len(sizes) != 1:
-        raise UserError(f"images under {cache.parent} differ in size ({sorted(sizes)[:3]}...): resize them first")
-    images, labels = torch.stack(images), torch.tensor([label for _, label in files])
-    with contextlib.suppress(OSError):  # a read-only dataset directory only costs a re-decode next time
-        runs.atomic_write(cache, lambda tmp: torch.save({"files": key, "images": images, "labels": labels}, tmp))
-    return images, labels
+        raise UserError(f"images under {where} differ in size ({sorted(sizes)[:3]}...): resize them first")
+    return torch.stack(images)
 
 
 def decode_rgb(path):
@@ -388,19 +436,22 @@ def load(name, data_dir=None, download=False, subset=None, seed=0, ffcv_dir=None
             splits[split] = Withheld(f"the training split of {name} is withheld from this run (data-free)")
             continue
         dataset = spec.read(root, split, download)
+        dataset.records = Records(ffcv_dir and ffcv_dir / f"{split}.beton", len(dataset), write)
+        if split == "train" and subset is not None:
+            dataset = take_subset(dataset, subset, seed)
+        if isinstance(dataset, ImageFiles):
+            dataset, records = dataset.decoded(), dataset.records
+            dataset.records = records
         if split == "train" and spec.augment is not None:
             dataset.transform = spec.augment
-        dataset.records = Records(ffcv_dir and ffcv_dir / f"{split}.beton", len(dataset), write)
         splits[split] = dataset
-    if subset is not None and train:
-        splits["train"] = take_subset(splits["train"], subset, seed)
     return DataInfo(spec, splits["train"], splits["test"])
 
 
 def labels_of(dataset):
     if isinstance(dataset, Subset):
         return labels_of(dataset.dataset)[dataset.indices]
-    return dataset.labels if isinstance(dataset, TensorImages) else torch.tensor(dataset.targets)
+    return dataset.labels if isinstance(dataset, (TensorImages, ImageFiles)) else torch.tensor(dataset.targets)
 
 
 def records_of(dataset):
@@ -427,9 +478,12 @@ def take_subset(dataset, subset, seed):
             raise UserError(f"--subset {int(subset)} per class, but class {int(c)} has only {len(idx)} images")
         keep.append(idx[:max(n, 1)])
     keep = torch.cat(keep).sort().values
-    if isinstance(dataset, TensorImages):
+    if isinstance(dataset, ImageFiles):
+        kept = dataset.decoded(keep)
+    elif isinstance(dataset, TensorImages):
         kept = TensorImages(dataset.images[keep], dataset.labels[keep], dataset.transform)
-        if hasattr(dataset, "records"):
-            kept.records = replace(dataset.records, indices=keep)
-        return kept
-    return Subset(dataset, keep.tolist())
+    else:
+        return Subset(dataset, keep.tolist())
+    if hasattr(dataset, "records"):
+        kept.records = replace(dataset.records, indices=keep)
+    return kept

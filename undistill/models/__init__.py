@@ -20,12 +20,13 @@ def names():
     return sorted(CIFAR_MODELS) + [f"tv.{n}" for n in torchvision.models.list_models(torchvision.models)]
 
 
-def build(arch, num_classes, weights=None, heads=None):
+def build(arch, num_classes, weights=None, heads=None, image_size=None):
     """A randomly initialized network, or one loaded from a local state_dict file (nothing is downloaded).
 
     CIFAR variants go by their plain names (resnet18); torchvision's ImageNet models by `tv.<name>`
     (tv.resnet18), or by the plain name where no CIFAR variant has it (densenet121). `heads` (a HEADS name)
-    wraps the network, after loading `weights`, with auxiliary classifier heads.
+    wraps the network, after loading `weights`, with auxiliary classifier heads. With `image_size`, one probe
+    image checks that the network takes the dataset's images (the plain CNN takes only 32x32).
     """
     torchvision_name = arch[3:] if arch.startswith("tv.") else arch
     if arch in CIFAR_MODELS:
@@ -43,8 +44,22 @@ def build(arch, num_classes, weights=None, heads=None):
         if not hasattr(net, "features"):
             raise UserError(f"{heads} heads attach to the stages of a CIFAR ResNet (resnet18/34/50, resnetc20/32) "
                             f"or mobilenetv2, not {arch}: pass one of those as --arch")
-        net = HEADS[heads](net, num_classes)
+        net = HEADS[heads](net, num_classes, **({} if image_size is None else {"image_size": image_size}))
+    if image_size is not None:
+        check_input(net, arch, image_size)
     return net
+
+
+def check_input(net, arch, image_size):
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, 3, image_size, image_size))
+    except RuntimeError as e:
+        raise UserError(f"--arch {arch} cannot take the dataset's {image_size}x{image_size} images "
+                        f"({str(e).strip().splitlines()[0][:120]}): choose another --arch") from None
+    finally:
+        net.train(was_training)
 
 
 def load_weights(net, state, source, arch, num_classes):
