@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Unpack the offline CIFAR-10 (JPEG image folders: train/<class>/*.jpg, test/<class>/*.jpg) into DEST.
-#   bash datasets/cifar10_from_shared_tar.sh [DEST] [TAR]      (TAR: the archive's path, or set CIFAR10_TAR)
+#   bash datasets/cifar10_from_tar.sh [DEST] [TAR]      (TAR: the archive's path, or set CIFAR10_TAR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=${1:-data/cifar10}

@@ -11,7 +11,7 @@ out=${1:-runs/cifar10_cpu_proxy}
 teacher_epochs=${2:-8}
 student_epochs=${3:-15}
 nasty_extra=("${@:4}")
-bash datasets/cifar10_from_shared_tar.sh data/cifar10  # unpacked from $CIFAR10_TAR when missing
+bash datasets/cifar10_from_tar.sh data/cifar10  # unpacked from $CIFAR10_TAR when missing
 data=(--dataset cifar10 --data-dir data/cifar10 --arch cnn --quiet --resume)
 
 teachers="$out/teachers"

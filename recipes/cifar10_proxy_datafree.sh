@@ -16,7 +16,7 @@ run() {  # run OUTPUT SCRIPT OPTIONS...: skipped once OUTPUT holds a finished ru
     shift
     [ -f "$dir/summary.json" ] || python "$@" --quiet --resume --output "$dir"
 }
-bash datasets/cifar10_from_shared_tar.sh data/cifar10  # unpacked from $CIFAR10_TAR when missing
+bash datasets/cifar10_from_tar.sh data/cifar10  # unpacked from $CIFAR10_TAR when missing
 data=(--dataset cifar10 --data-dir data/cifar10 --arch cnn)
 
 teachers="$out/teachers"

@@ -10,15 +10,15 @@ out=${1:-runs/quickstart}
 teacher=(--dataset mnist5k --arch cnn --epochs 10 --quiet --overwrite)
 student=(--dataset mnist5k --arch cnn --epochs 30 --subset 40 --quiet --overwrite)
 
-python train_teacher.py "${teacher[@]}" --defense ce --output "$out/teacher-ce"
-python train_teacher.py "${teacher[@]}" --defense nasty --adversary "$out/teacher-ce/checkpoint.pt" \
+python3 train_teacher.py "${teacher[@]}" --defense ce --output "$out/teacher-ce"
+python3 train_teacher.py "${teacher[@]}" --defense nasty --adversary "$out/teacher-ce/checkpoint.pt" \
     --output "$out/teacher-nasty"
-python train_teacher.py --dataset mnist5k --defense stingy --from "$out/teacher-ce/checkpoint.pt" \
+python3 train_teacher.py --dataset mnist5k --defense stingy --from "$out/teacher-ce/checkpoint.pt" \
     --overwrite --output "$out/teacher-stingy"
-python distill_student.py "${student[@]}" --attack scratch --output "$out/student-scratch"
-python distill_student.py "${student[@]}" --attack ls --output "$out/student-ls"
+python3 distill_student.py "${student[@]}" --attack scratch --output "$out/student-scratch"
+python3 distill_student.py "${student[@]}" --attack ls --output "$out/student-ls"
 for t in ce nasty stingy; do
-    python distill_student.py "${student[@]}" --attack kd --teacher "$out/teacher-$t/checkpoint.pt" \
+    python3 distill_student.py "${student[@]}" --attack kd --teacher "$out/teacher-$t/checkpoint.pt" \
         --output "$out/student-kd-from-$t"
 done
-python -m undistill.report "$out" --markdown "$out/verdict.md" --csv "$out/verdict.csv"
+python3 -m undistill.report "$out" --markdown "$out/verdict.md" --csv "$out/verdict.csv"

@@ -40,7 +40,7 @@ def test_a_ce_run_trains_without_the_optional_packages(cifar_tree, tmp_path):
     (["--slurm-local"], "submitit"),
     (["--backend", "deepspeed"], "deepspeed"),
     (["--backend", "accelerate"], "accelerate"),
-    (["--loader", "ffcv"], "ffcv"),
+    (["--loader", "ffcv"], "-r requirements-ffcv.txt"),
 ])
 def test_an_option_that_needs_a_missing_package_names_it(cifar_tree, tmp_path, argv, package):
     data = [] if "mnist5k" in argv else ["--dataset", "cifar10", "--data-dir", str(cifar_tree)]

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-pytest.importorskip("ffcv")
+pytest.importorskip("ffcv", reason="--loader ffcv is optional and FFCV is not installed here "
+                    "(pip install -r requirements-ffcv.txt after its apt packages; .ci/run does both)")
 # numba's finalizer of a dispatcher that FFCV's crop decoders compile (one per loader) can fail when collected: an
 # "Exception ignored ... KeyError", harmless, also with FFCV's own decoders.
 pytestmark = pytest.mark.filterwarnings(

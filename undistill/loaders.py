@@ -107,7 +107,8 @@ def import_ffcv():
     """undistill/ffcv_io.py, imported on first use: FFCV is optional, and takes seconds to import."""
     threads = torch.get_num_threads()
     try:
-        return require("undistill.ffcv_io", "ffcv", "--loader ffcv (its apt packages first: see README)")
+        return require("undistill.ffcv_io", "ffcv", "--loader ffcv", "-r requirements-ffcv.txt (after its apt "
+                       "packages: pkg-config libopencv-dev libturbojpeg0-dev)")
     finally:
         torch.set_num_threads(threads)  # importing FFCV sets it to 1
 
