@@ -29,7 +29,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(args):
+def main(args, info=None):
+    """`info`: the dataset as datasets.load gives it for these args (a data-free attack's with the training split
+    withheld), when a caller that runs many methods has loaded it once (bench/gpu_correctness.py, gpu_table1.py);
+    else it is loaded here."""
     method = methods.chosen(args, "attack")
     teacher = method.load_frozen(args)  # None for the students without a teacher (scratch, ls)
     config, settings = options.resolve(args, method, datasets.record(args.dataset),
@@ -37,8 +40,9 @@ def main(args):
     if method.data_free and config.subset is not None:
         raise UserError(f"--subset: --attack {method.name} is data-free, it reads no training image")
     ctx = distributed.init(config.device)
-    info = datasets.load(config.dataset, config.data_dir, config.download, config.subset, config.seed,
-                         config.ffcv_dir, train=not method.data_free)
+    if info is None:
+        info = datasets.load(config.dataset, config.data_dir, config.download, config.subset, config.seed,
+                             config.ffcv_dir, train=not method.data_free)
     if teacher is not None:
         teacher.check_compatible(info)
         settings.update(teacher.settings())

@@ -23,13 +23,16 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(args):
+def main(args, info=None):
+    """`info`: the dataset as datasets.load gives it for these args, when a caller that runs many methods has
+    loaded it once (bench/gpu_correctness.py, gpu_table1.py); else it is loaded here."""
     method = methods.chosen(args, "defense")
     frozen = method.load_frozen(args)  # the adversary (nasty), or the trained teacher to release (stingy)
     config, settings = options.resolve(args, method, datasets.record(args.dataset))
     ctx = distributed.init(config.device)
-    info = datasets.load(config.dataset, config.data_dir, config.download, config.subset, config.seed,
-                         config.ffcv_dir)
+    if info is None:
+        info = datasets.load(config.dataset, config.data_dir, config.download, config.subset, config.seed,
+                             config.ffcv_dir)
     if frozen is not None:
         frozen.check_compatible(info)
         settings.update(frozen.settings())

