@@ -1,8 +1,10 @@
-"""Train a teacher with a defense against distillation, or release a trained one (stingy).
+"""Train a teacher with a defense against distillation, or release a trained one (stingy, topk, rounded, label,
+reverse-sigmoid, noise).
 
     python train_teacher.py                                   # CE teacher on the built-in mnist5k
     python train_teacher.py --defense nasty --adversary runs/teacher-ce-cnn-s0/checkpoint.pt
     python train_teacher.py --defense stingy --from runs/teacher-ce-cnn-s0/checkpoint.pt --ratio 0.2
+    python train_teacher.py --defense rounded --from runs/teacher-ce-cnn-s0/checkpoint.pt --decimals 2
     torchrun --nproc_per_node=8 train_teacher.py --dataset cifar100 --data-dir DATA --defense nasty ...
 """
 import argparse
@@ -25,11 +27,11 @@ def parse_args(argv=None):
 
 def main(args):
     method = methods.chosen(args, "defense")
-    frozen = method.load_frozen(args)  # the adversary (nasty), or the trained teacher to release (stingy)
+    frozen = method.load_frozen(args)  # the adversary (nasty), or the trained teacher to release
     config, settings = options.resolve(args, method, datasets.record(args.dataset))
     ctx = distributed.init(config.device)
     info = datasets.load(config.dataset, config.data_dir, config.download, config.subset, config.seed,
-                         config.ffcv_dir)
+                         config.ffcv_dir, train=method.release is None)  # a release reads no training image
     if frozen is not None:
         frozen.check_compatible(info)
         settings.update(frozen.settings())
@@ -58,8 +60,7 @@ def release(method, settings, source, info, config, ctx):
                             out / "checkpoint.pt")
             runs.write_json(out / "summary.json", dict(meta, best_acc=metrics["test_acc"],
                                                        last_acc=metrics["test_acc"], args=runs.plain(vars(config))))
-    what = ", ".join(f"{k} {v}" for k, v in released.items() if k != "name")
-    ctx.print(f"released a {released['name']} teacher ({what}; {info.num_classes} classes): test accuracy "
+    ctx.print(f"released a {releases.describe(released)} teacher ({info.num_classes} classes): test accuracy "
               f"{metrics['test_acc']:.2f}%  -> {out / 'checkpoint.pt'}")
 
 
