@@ -1,8 +1,10 @@
-"""Train a teacher with a defense against distillation, or release a trained one (stingy).
+"""Train a teacher with a defense against distillation, or release a trained one (stingy, topk, rounded, label,
+reverse-sigmoid, noise).
 
     python train_teacher.py                                   # CE teacher on the built-in mnist5k
     python train_teacher.py --defense nasty --adversary runs/teacher-ce-cnn-s0/checkpoint.pt
     python train_teacher.py --defense stingy --from runs/teacher-ce-cnn-s0/checkpoint.pt --ratio 0.2
+    python train_teacher.py --defense rounded --from runs/teacher-ce-cnn-s0/checkpoint.pt --decimals 2
     torchrun --nproc_per_node=8 train_teacher.py --dataset cifar100 --data-dir DATA --defense nasty ...
 """
 import argparse
@@ -27,12 +29,12 @@ def main(args, info=None):
     """`info`: the dataset as datasets.load gives it for these args, when a caller that runs many methods has
     loaded it once (bench/gpu_correctness.py, gpu_table1.py); else it is loaded here."""
     method = methods.chosen(args, "defense")
-    frozen = method.load_frozen(args)  # the adversary (nasty), or the trained teacher to release (stingy)
+    frozen = method.load_frozen(args)  # the adversary (nasty), or the trained teacher to release
     config, settings = options.resolve(args, method, datasets.record(args.dataset))
     ctx = distributed.init(config.device)
-    if info is None:
+    if info is None:  # a release reads no training image
         info = datasets.load(config.dataset, config.data_dir, config.download, config.subset, config.seed,
-                             config.ffcv_dir)
+                             config.ffcv_dir, train=method.release is None)
     if frozen is not None:
         frozen.check_compatible(info)
         settings.update(frozen.settings())
@@ -61,8 +63,7 @@ def release(method, settings, source, info, config, ctx):
         ctx.on_main(lambda: (checkpoint.save(dict(meta, epoch=ckpt["epoch"], metrics=metrics,
                                                   state_dict=ckpt["state_dict"]), out / "checkpoint.pt"),
                              runs.write_json(out / "summary.json", summary)))
-    what = ", ".join(f"{k} {v}" for k, v in released.items() if k != "name")
-    ctx.print(f"released a {released['name']} teacher ({what}; {info.num_classes} classes): test accuracy "
+    ctx.print(f"released a {releases.describe(released)} teacher ({info.num_classes} classes): test accuracy "
               f"{metrics['test_acc']:.2f}%  -> {out / 'checkpoint.pt'}")
 
 

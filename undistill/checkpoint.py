@@ -4,7 +4,8 @@ A checkpoint is a dict of plain types and tensors (so it loads with `weights_onl
     format, arch, num_classes, dataset, image_size, mean, std,
     role ("teacher" | "student"), method (defense or attack name), settings (its options),
     access (an attack's: "black-box", or "white-box" when it read more of the teacher than its logits),
-    release (None, or {"name": "stingy", "variant", "ratio", "k"} for a released stingy teacher),
+    release (None, or for a released teacher its transform: {"name": "stingy", "variant", "ratio", "k"}, or an API
+    release's name and settings, e.g. {"name": "rounded", "decimals"}: releases.transform reads it),
     heads (auxiliary heads the network carries, or None), epoch, metrics, state_dict (the bare network, no DDP
     prefix)
 and, in a run's resumable `checkpoint.pt`, also optimizer, best_acc, args and the method's own state (task).

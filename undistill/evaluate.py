@@ -4,13 +4,14 @@
     python -m undistill.evaluate runs/stingy/checkpoint.pt --reference runs/teacher-ce-cnn-s0/checkpoint.pt
     torchrun --nproc_per_node=8 -m undistill.evaluate runs/in/ce/checkpoint.pt --data-dir /data/imagenet
 
-The model is loaded as a black box (`checkpoint.load_classifier`): a stingy release is measured on the sparse
-logits its users see. On each split of --split (default: test), in eval mode and without augmentation:
-top-1 (%), ECE (--ece-bins equal-width confidence bins), NLL (nats; inf when some label gets probability exactly
-0, as a stingy release does for labels outside its top-k; `label_excluded` is the fraction of such images),
-sparsity at --tau (mean number of classes with probability > --threshold, mean entropy), and with --reference
-KL(model || reference) at --tau (batchmean). CMI_T (metrics.CMIAccumulator) for each of --temperatures over
---cmi-split (default: the whole training set, without augmentation; with --subset, its per-class subset).
+The model is loaded as a black box (`checkpoint.load_classifier`): a release is measured on the outputs its users
+see (a stingy release's sparse logits, an API release's log-probabilities). On each split of --split (default:
+test), in eval mode and without augmentation: top-1 (%), ECE (--ece-bins equal-width confidence bins), NLL (nats;
+inf when some label gets probability exactly 0, as a stingy or top-k release does for labels outside its top k;
+`label_excluded` is the fraction of such images), sparsity at --tau (mean number of classes with probability >
+--threshold, mean entropy), and with --reference KL(model || reference) at --tau (batchmean). CMI_T
+(metrics.CMIAccumulator) for each of --temperatures over --cmi-split (default: the whole training set, without
+augmentation; with --subset, its per-class subset).
 ImageNet's training images then go through the validation transform (resize 256, center crop 224).
 
 Prints a summary and writes JSON (default: `<checkpoint stem>.eval.json` beside the checkpoint). Python's json
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from . import UserError, checkpoint, datasets, distributed, loaders, metrics, runs
+from . import UserError, checkpoint, datasets, distributed, loaders, metrics, releases, runs
 from .metrics import CMIAccumulator, SplitMetrics
 
 
@@ -166,7 +167,7 @@ def summary(result, info, out):
     m = result["model"]
     release = m.get("release")
     lines = [f"{result['checkpoint']}: {m.get('role')} {m.get('method')} {m.get('arch')} on {info.name}"
-             + (f", released {release['name']}-{release['variant']} k={release['k']}" if release else "")]
+             + (f", released {releases.describe(release)}" if release else "")]
     tau, threshold = result["settings"]["tau"], result["settings"]["threshold"]
     for name in ("test", "train"):
         if name in result:

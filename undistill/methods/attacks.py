@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..options import Option
 from .core import SMOOTHING, Method, ce, kl, ls, register
 
-STINGY_TAU = 20.0  # a stingy release is distilled at tau 20 on every dataset (Stingy Teacher's code)
+STINGY_TAU = 20.0  # a released teacher is distilled at tau 20 on every dataset (Stingy Teacher's code)
 TEACHER = Option("teacher", "checkpoint(s) written by train_teacher.py (any defense); several: their logits' mean",
                  type=Path, many=True)
 ALPHA = Option("alpha", "weight of the teacher term", default=0.9, range="[0, 1]")
@@ -20,12 +20,13 @@ NO_LABELS = Option("no_labels", "the attacker has no labels: no CE term", flag=T
 
 
 def kd_defaults(method, record, released):
-    """KD's temperature is the teacher's tau_A in the papers' code (record.papers["kd"]), 20 for a stingy release."""
+    """KD's temperature is the teacher's tau_A in the papers' code (record.papers["kd"]), 20 for any released
+    teacher (stingy or an API release: the Stingy Teacher code's setting, the papers' one for a release)."""
     return {"tau": STINGY_TAU if released else record.papers["kd"]["tau"]}
 
 
 def kd_tau(help):
-    return Option("tau", f"{help} (default: the papers' for the dataset, {STINGY_TAU:g} for a stingy teacher)",
+    return Option("tau", f"{help} (default: the papers' for the dataset, {STINGY_TAU:g} for a released teacher)",
                   range="(0, inf)")
 
 

@@ -1,8 +1,9 @@
 """Data-free attacks (`distill_student.py --attack dafl|deepinversion`): the student never sees a training image.
 
 Both are white-box: they back-propagate through the frozen teacher to its input, and DAFL reads its penultimate
-features, DeepInversion its BatchNorm statistics. A released teacher (stingy) keeps its release transform on the
-logits they read, and every loss stays finite where it returns -inf. Formulas and sources: docs/methods.md.
+features, DeepInversion its BatchNorm statistics. A released teacher (stingy, an API release) keeps its release
+transform on the logits they read, and every loss stays finite where it returns -inf. Formulas and sources:
+docs/methods.md.
 """
 import math
 from contextlib import contextmanager

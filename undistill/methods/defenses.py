@@ -1,4 +1,5 @@
-"""Teacher defenses (`train_teacher.py --defense`): ce, ls, nasty, cmim, and the stingy release.
+"""Teacher defenses (`train_teacher.py --defense`): ce, ls, nasty, cmim, and the releases of a trained teacher:
+stingy and the prediction-API releases topk, rounded, label, reverse-sigmoid and noise.
 
 Formulas and their sources: docs/methods.md. Each loss returns (loss, {term: value}); the terms are the result
 as much as the loss is (for nasty and CMIM, the balance between CE and what the defense pushes).
@@ -154,6 +155,9 @@ register(Method(
     loss=cmim, task=CentroidTask))
 
 
+FROM = Option("from", "checkpoint of the trained teacher to release", type=Path)
+
+
 def stingy(num_classes, *, ratio, variant):
     """The release of a trained teacher that keeps k = floor(r K) logits per sample (releases.py)."""
     return {"name": "stingy", "variant": variant, "ratio": ratio, "k": releases.stingy_k(ratio, num_classes)}
@@ -162,9 +166,85 @@ def stingy(num_classes, *, ratio, variant):
 register(Method(
     "stingy", "defense", "no training: releases a trained teacher whose outputs keep only the top k = floor(r K) "
     "logits", "Stingy Teacher: Sparse Logits Suffice to Fail Knowledge Distillation (Ma et al.)",
-    options=(Option("from", "checkpoint of the trained teacher to release", type=Path),
+    options=(FROM,
              Option("ratio", "keep k = floor(ratio * classes) logits per sample (default per dataset, the "
                     "papers')", range="(0, 1]"),
              Option("variant", "top (the paper's), smooth, reverse, least (its ablations)", type=str,
                     default="top", choices=tuple(releases.STINGY_VARIANTS))),
     release=stingy, frozen="from"))
+
+
+# The prediction-API releases (releases.API_RELEASES): each entry is the name and the transform's settings; the
+# students see log p' of the probabilities p' the API would return (-inf where p' = 0).
+
+def topk(num_classes, *, k):
+    """The top-k probabilities of the softmax, not renormalized."""
+    if k > num_classes:
+        raise UserError(f"--k {k}: the teacher has only {num_classes} classes")
+    return {"name": "topk", "k": k}
+
+
+register(Method(
+    "topk", "defense", "no training: releases a trained teacher as an API that returns its k largest "
+    "probabilities", "the truncated outputs of Knockoff Nets: Stealing Functionality of Black-Box Models "
+    "(Orekondy et al., CVPR 2019)",
+    options=(FROM, Option("k", "probabilities returned per sample (at most the classes)", type=int, default=5,
+                          range="[1, inf)")),
+    release=topk, frozen="from"))
+
+
+def rounded(num_classes, *, decimals):
+    """Every probability rounded to `decimals` decimals."""
+    return {"name": "rounded", "decimals": decimals}
+
+
+register(Method(
+    "rounded", "defense", "no training: releases a trained teacher as an API that returns its probabilities "
+    "rounded to --decimals", "rounding confidences, Stealing Machine Learning Models via Prediction APIs "
+    "(Tramèr et al., USENIX Security 2016)",
+    # 3: the default of ART's Rounded; past 15 decimals float64 has nothing left to round
+    options=(FROM, Option("decimals", "decimals kept (0 answers the label alone)",
+                          type=int, default=3, range="[0, 15]")),
+    release=rounded, frozen="from"))
+
+
+def label(num_classes):
+    """The argmax alone."""
+    return {"name": "label"}
+
+
+register(Method(
+    "label", "defense", "no training: releases a trained teacher as an API that returns its label only",
+    "class labels only, Stealing Machine Learning Models via Prediction APIs (Tramèr et al., USENIX Security 2016)",
+    options=(FROM,), release=label, frozen="from"))
+
+
+def reverse_sigmoid(num_classes, *, rs_beta, rs_gamma):
+    """Lee et al.'s perturbation of the probabilities."""
+    return {"name": "reverse-sigmoid", "beta": rs_beta, "gamma": rs_gamma}
+
+
+register(Method(
+    "reverse-sigmoid", "defense", "no training: releases a trained teacher whose probabilities p become "
+    "p - beta (sigmoid(gamma logit(p)) - 1/2), clipped and renormalized",
+    "Defending Against NN Model Stealing Attacks Using Deceptive Perturbations (Lee et al., IEEE S&P Workshops "
+    "2019)",
+    # ART's ReverseSigmoid defaults; --gamma is the learning-rate factor, hence the prefix
+    options=(FROM, Option("rs_beta", "beta, the perturbation's magnitude", default=1.0, range="(0, inf)"),
+             Option("rs_gamma", "gamma, its convergence", default=0.1, range="(0, inf)")),
+    release=reverse_sigmoid, frozen="from"))
+
+
+def noise(num_classes, *, sigma, noise_seed):
+    """Gaussian noise on the probabilities, the same for the same input."""
+    return {"name": "noise", "sigma": sigma, "noise_seed": noise_seed}
+
+
+register(Method(
+    "noise", "defense", "no training: releases a trained teacher whose probabilities get Gaussian noise "
+    "(negatives set to 0, renormalized), a fixed function of the input",
+    "the GaussianNoise postprocessor of the Adversarial Robustness Toolbox (Nicolae et al., 2018)",
+    options=(FROM, Option("sigma", "standard deviation of the noise", default=0.2, range="(0, inf)"),
+             Option("noise_seed", "seed of the noise (the same seed, the same answers)", type=int, default=0,
+                    range=f"[0, {releases.MASK32}]")),
+    release=noise, frozen="from"))
