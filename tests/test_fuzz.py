@@ -116,7 +116,6 @@ CHECKPOINTS = [  # (malformed kind, fragment, what the command line adds about -
     ("directory", "checkpoint {bad} is not a file", "--overwrite"),
     ("missing", "checkpoint {bad} does not exist", "--resume"),
 ]
-PENDING = "not refused yet: the fix is under way"
 
 CASES = [
     # option ranges, checked before anything is read or written
@@ -193,15 +192,13 @@ CASES = [
         "cannot read the image {bad}/train/c0/notes.png", bad="not-image"),
     row("device-cuda", [*TRAIN, "--device", "cuda", "--overwrite"], "--device cuda, but no CUDA GPU is visible",
         marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible here")),
-    # not refused yet (strict: each turns into a failure once it is, so that its mark is removed)
-    row("image-folder-class-mismatch", [*TRAIN, "--data-dir", "{bad}", "--overwrite"], "{bad}",
-        bad="class-mismatch", marks=pytest.mark.xfail(strict=True, reason=f"{PENDING}: test/ classes other than "
-                                                                          "train/'s")),
-    row("tinyimagenet-cnn", [*TRAIN, "--dataset", "tinyimagenet", "--data-dir", "{bad}", "--overwrite"], "cnn",
-        bad="tinyimagenet", marks=pytest.mark.xfail(strict=True, reason=f"{PENDING}: --arch cnn takes 32 px images")),
+    row("image-folder-class-mismatch", [*TRAIN, "--data-dir", "{bad}", "--overwrite"],
+        "{bad}/train and {bad}/test have different class folders", bad="class-mismatch"),
+    row("tinyimagenet-cnn", [*TRAIN, "--dataset", "tinyimagenet", "--data-dir", "{bad}", "--overwrite"],
+        "--arch cnn cannot take the dataset's 64x64 images", bad="tinyimagenet"),
     row("tinyimagenet-annotation-missing", [*TRAIN, "--dataset", "tinyimagenet", "--data-dir", "{bad}", "--arch",
-                                            "resnetc20", "--overwrite"], "val_404.JPEG", bad="annotation-missing",
-        marks=pytest.mark.xfail(strict=True, reason=f"{PENDING}: an annotation naming a missing image")),
+                                            "resnetc20", "--overwrite"], "names val_404.JPEG, which is not in",
+        bad="annotation-missing"),
 ]
 
 

@@ -1,0 +1,176 @@
+"""The audit: its plan per budget, refused options, skipping and resuming cells, the verdict sentence, and an audit
+run end to end whose report is recomputed here from the run summaries and checkpoints."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from undistill import UserError, audit, checkpoint, datasets, metrics
+
+
+def plan_of(teacher, *argv):
+    return audit.make_plan(audit.parse_args([str(teacher), *argv]))
+
+
+def names(plan, release="full"):
+    return [c.name for c in plan.cells if c.release == release]
+
+
+def test_the_plan_of_each_budget(ce_teacher, tmp_path):
+    quick = plan_of(ce_teacher, "--output", str(tmp_path))
+    assert names(quick) == ["kd-t1", "kd-t2", "kd-t4", "kd-t8", "kd-t20", "htc", "dkd", "kd-t4-no-labels",
+                            "kd-t4-share0.01", "kd-t4-share0.05"]  # mnist5k: tau 4 is in the grid already
+    assert quick.seeds == [0] and quick.epochs == 15 and quick.milestones == "8,12"  # mnist5k's whole schedule
+    assert sorted((c.name, c.share) for c in quick.cells if c.release is None) == [
+        ("ls", 0.1), ("ls-share0.01", 0.01), ("ls-share0.05", 0.05),
+        ("scratch", 0.1), ("scratch-share0.01", 0.01), ("scratch-share0.05", 0.05)]
+    full = plan_of(ce_teacher, "--budget", "full", "--student-arch", "resnetc20", "--output", str(tmp_path))
+    assert full.seeds == [0, 1, 2] and {"skeptical", "dafl", "deepinversion"} <= set(names(full))
+    assert [c.white_box for c in full.cells if c.name in ("dafl", "deepinversion")] == [True, True]
+    standard = plan_of(ce_teacher, "--budget", "standard", "--seeds", "3,4", "--output", str(tmp_path))
+    assert standard.seeds == [3, 4] and "skeptical" not in names(standard)  # the plain CNN has no stages
+
+
+def test_a_shortened_schedule_scales_its_milestones():
+    record = datasets.record("cifar10")  # 160 epochs, steps at 80 and 120
+    assert audit.schedule(record, audit.BUDGETS["quick"], None) == (40, "20,30")
+    assert audit.schedule(record, audit.BUDGETS["standard"], None) == (160, "80,120")
+    assert audit.schedule(record, audit.BUDGETS["quick"], 3) == (3, "2")
+
+
+def test_releases_and_a_chosen_attack_bring_only_their_baselines(ce_teacher, tmp_path):
+    plan = plan_of(ce_teacher, "--release", "full", "stingy:ratio=0.3", "--attacks", "kd-t4-share0.01", "htc",
+                   "--output", str(tmp_path))
+    assert [(c.release, c.name) for c in plan.cells] == [
+        (None, "ls"), (None, "scratch"), (None, "ls-share0.01"), (None, "scratch-share0.01"),
+        ("full", "htc"), ("full", "kd-t4-share0.01"), ("stingy:ratio=0.3", "htc"),
+        ("stingy:ratio=0.3", "kd-t4-share0.01")]
+    assert plan.releases["stingy:ratio=0.3"] == tmp_path / "releases" / "stingy_ratio=0.3" / "checkpoint.pt"
+    assert audit.release_command("stingy:ratio=0.3", plan, plan.releases["stingy:ratio=0.3"])[:8] == [
+        "train_teacher.py", "--defense", "stingy", "--from", str(ce_teacher), "--dataset", "mnist5k", "--ratio"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--share", "0"], r"--share 0.0: give a fraction in \(0, 1\]"),
+    (["--epochs", "0"], "--epochs 0: give at least 1"),
+    (["--jobs", "0"], "--jobs and --nproc-per-cell must be at least 1"),
+    (["--seeds", "0,0"], "a seed appears twice"),
+    (["--seeds", "a"], "give comma-separated integers"),
+    (["--attacks", "kd-t3"], "--attacks kd-t3: not a cell of this plan"),
+])
+def test_bad_options_are_refused_before_anything_runs(ce_teacher, tmp_path, argv, message):
+    with pytest.raises(UserError, match=message):
+        audit.main(audit.parse_args([str(ce_teacher), *argv, "--output", str(tmp_path / "audit")]))
+    assert not (tmp_path / "audit").exists()
+
+
+def test_a_student_or_a_release_given_as_the_teacher_is_refused(ce_teacher, tmp_path):
+    ckpt = torch.load(ce_teacher, weights_only=True)
+    checkpoint.save(dict(ckpt, role="student"), tmp_path / "student.pt")
+    with pytest.raises(UserError, match="is a student's checkpoint: audit a teacher"):
+        plan_of(tmp_path / "student.pt")
+    checkpoint.save(dict(ckpt, release={"name": "stingy", "variant": "top", "ratio": 0.2, "k": 2}),
+                    tmp_path / "stingy.pt")
+    with pytest.raises(UserError, match="is already a stingy release: audit it with --release full"):
+        plan_of(tmp_path / "stingy.pt", "--release", "full", "label")
+
+
+def test_finished_cells_are_skipped_and_unfinished_ones_resumed(ce_teacher, tmp_path, monkeypatch):
+    args = audit.parse_args([str(ce_teacher), "--attacks", "htc", "--output", str(tmp_path)])
+    plan = audit.make_plan(args)
+    audit.claim(plan, args)
+    ls, scratch, htc = (c.directory(tmp_path, "cnn", 0) for c in plan.cells)
+    ls.mkdir(parents=True)
+    (ls / "summary.json").write_text(json.dumps({"epochs": plan.epochs}))  # finished
+    scratch.mkdir(parents=True)
+    (scratch / "checkpoint.pt").write_bytes(b"")  # interrupted
+    (scratch / "summary.json").write_text(json.dumps({"epochs": plan.epochs - 1}))  # of a shorter run
+    commands = []
+    monkeypatch.setattr(audit, "execute", lambda command, log, args: commands.append(command) or 0)
+    assert audit.run(plan, args)
+    assert [(c[c.index("--attack") + 1], "--resume" in c) for c in commands] == [("scratch", True), ("htc", False)]
+    htc_command = commands[1]
+    assert htc_command[htc_command.index("--teacher") + 1] == str(ce_teacher)
+    assert htc_command[htc_command.index("--subset") + 1] == "0.1"
+    assert htc_command[htc_command.index("--output") + 1] == str(htc)
+
+
+def test_an_output_holding_another_audit_is_refused_unless_overwritten(ce_teacher, tmp_path):
+    other = tmp_path / "other.pt"
+    other.write_bytes(ce_teacher.read_bytes())
+    args = audit.parse_args([str(ce_teacher), "--output", str(tmp_path / "audit")])
+    audit.claim(audit.make_plan(args), args)
+    (tmp_path / "audit" / "baselines").mkdir()
+    audit.claim(audit.make_plan(args), args)  # the same audit: continued
+    assert (tmp_path / "audit" / "baselines").is_dir()
+    longer = audit.parse_args([str(ce_teacher), "--epochs", "20", "--output", str(tmp_path / "audit")])
+    with pytest.raises(UserError, match="holds an audit with another epochs \\(15\\)"):
+        audit.claim(audit.make_plan(longer), longer)
+    torch.save(dict(torch.load(ce_teacher, weights_only=True), epoch=99), other)
+    changed = audit.parse_args([str(other), "--output", str(tmp_path / "audit"), "--overwrite"])
+    audit.claim(audit.make_plan(changed), changed)  # --overwrite: the other audit's runs are gone
+    assert not (tmp_path / "audit" / "baselines").exists() and (tmp_path / "audit" / "audit.json").is_file()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    foreign = audit.parse_args([str(ce_teacher), "--output", str(tmp_path / "mine")])
+    with pytest.raises(UserError, match="holds files that are not an audit"):
+        audit.claim(audit.make_plan(foreign), foreign)
+
+
+def row(attack, vs_ls, undistillable=None):
+    return {"attack": attack, "student": "cnn", "vs_ls": vs_ls,
+            "undistillable": None if vs_ls is None else vs_ls[0] <= 0}
+
+
+def test_the_verdict_sentence():
+    held = [row("kd-t4", (-1.5, 0.5)), row("htc", (-0.25, 0.75)), row("dkd", None)]
+    assert audit.verdict("full", held, [0, 1]) == (
+        "full: undistillable against 2 of 2 attacks over 2 seeds; strongest attack htc (cnn): -0.25 ± 0.75 points "
+        "over the LS student")
+    cloned = held + [row("kd-t20", (2.0, None))]
+    assert audit.verdict("label", cloned, [0]) == (
+        "label: cloned by 1 of 3 attacks over 1 seed; strongest kd-t20 (cnn): +2.00 points over the LS student")
+    assert "no verdict yet" in audit.verdict("full", [row("dkd", None)], [0])
+
+
+def test_an_audit_end_to_end_reports_what_its_runs_measured(ce_teacher, tmp_path):
+    out = tmp_path / "audit"
+    argv = [str(ce_teacher), "--attacks", "kd-t4", "--epochs", "1", "--share", "0.05", "--release", "full", "label",
+            "--reference", str(ce_teacher), "--output", str(out)]
+    audit.main(audit.parse_args(argv))
+    report = json.loads((out / "report.json").read_text())
+    info = datasets.load("mnist5k", train=False)
+    x = torch.stack([info.test[i][0] for i in range(len(info.test))])
+    y = info.test.labels
+    teacher, _ = checkpoint.load_classifier(ce_teacher)
+    with torch.no_grad():
+        z_teacher = teacher(x)
+    ls = json.loads((out / "baselines/cnn/ls/s0/summary.json").read_text())["last_acc"]
+    scratch = json.loads((out / "baselines/cnn/scratch/s0/summary.json").read_text())["last_acc"]
+    for cell in report["cells"]:
+        run = out / cell["release"] / "cnn" / "kd-t4" / "s0"
+        acc = json.loads((run / "summary.json").read_text())["last_acc"]
+        student, _ = checkpoint.load_classifier(run / "checkpoint.pt")
+        with torch.no_grad():
+            z = student(x)
+        assert cell["acc"][0] == pytest.approx(acc) and cell["vs_ls"][0] == pytest.approx(acc - ls)
+        assert cell["vs_scratch"][0] == pytest.approx(acc - scratch) and cell["undistillable"] == (acc <= ls)
+        assert cell["fidelity"][0] == pytest.approx(100 * (z.argmax(1) == z_teacher.argmax(1)).double().mean().item())
+        assert cell["kl"][0] == pytest.approx(metrics.kl_to_reference(z_teacher, z, 4.0), rel=1e-6)
+    assert [c["release"] for c in report["cells"]] == ["full", "label"]
+    label_release = report["releases"]["label"]
+    assert label_release["acc"] == pytest.approx(metrics.accuracy(z_teacher, y))  # the label keeps the argmax
+    assert report["releases"]["full"]["kl_to_reference"] == pytest.approx(0.0, abs=1e-9)  # against itself
+    text = (out / "report.md").read_text()
+    assert all(v in text for v in report["verdicts"].values()) and "kd-t4" in text
+    for figure in ("temperature.png", "responses.png", "tsne.png", "reliability.png"):
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # run again: every cell is done, nothing is trained and the same report is written
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("checkpoint.pt")}
+    audit.main(audit.parse_args(argv))
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("checkpoint.pt")} == before
+    assert json.loads((out / "report.json").read_text())["cells"] == report["cells"]
+    shutil.rmtree(out / "full")  # a lost cell is trained again
+    audit.main(audit.parse_args(argv))
+    assert (out / "full/cnn/kd-t4/s0/summary.json").is_file()
