@@ -160,3 +160,17 @@ def test_preempted_job_is_requeued_and_resumes_exactly(tmp_path, monkeypatch):
     for key in full["state_dict"]:
         assert torch.equal(full["state_dict"][key], preempted["state_dict"][key]), key
     assert strip_timing(out) == strip_timing(tmp_path / "full")
+
+
+def test_an_audit_submits_its_cells_as_one_array(ce_teacher, tmp_path, fake_slurm, capsys):
+    from undistill import audit
+    out = tmp_path / "audit"
+    audit.main(audit.parse_args([str(ce_teacher), "--attacks", "htc", "--slurm", "--output", str(out)]))
+    assert "#SBATCH --array=0-2%3" in directives(fake_slurm) and "#SBATCH --job-name=audit-mnist5k" in directives(
+        fake_slurm)
+    jobs = [submitted(out / "slurm", f"{JOB_ID}_{i}") for i in range(3)]
+    assert [(j.args.attack, j.args.output) for j in jobs] == [
+        ("ls", out / "baselines/cnn/ls/s0"), ("scratch", out / "baselines/cnn/scratch/s0"),
+        ("htc", out / "full/cnn/htc/s0")]
+    assert jobs[2].args.teacher == [ce_teacher] and jobs[2].argv[:3] == ["distill_student.py", "--attack", "htc"]
+    assert "the same command writes the report" in capsys.readouterr().out and not (out / "report.md").exists()
