@@ -174,3 +174,16 @@ def test_an_audit_end_to_end_reports_what_its_runs_measured(ce_teacher, tmp_path
     shutil.rmtree(out / "full")  # a lost cell is trained again
     audit.main(audit.parse_args(argv))
     assert (out / "full/cnn/kd-t4/s0/summary.json").is_file()
+
+
+def test_a_small_share_takes_a_smaller_batch(ce_teacher, tmp_path):
+    args = audit.parse_args([str(ce_teacher), "--output", str(tmp_path)])
+    plan = audit.make_plan(args)
+    plan.train_size = 4000  # mnist5k: shares 0.1, 0.01 and 0.05 hold 400, 40 and 200 images
+    batches = {c.name: plan.batch(c) for c in plan.cells if c.release is None}
+    assert batches == {"ls": 100, "scratch": 100, "ls-share0.01": 10, "scratch-share0.01": 10, "ls-share0.05": 50,
+                       "scratch-share0.05": 50}
+    command = audit.cell_command(plan.cells[2], "cnn", 0, plan, args, tmp_path)
+    assert command[command.index("--batch-size") + 1] == "10"
+    plan.train_size = 50_000  # CIFAR: 5,000 images keep the scripts' batch, and the command its default
+    assert "--batch-size" not in audit.cell_command(plan.cells[0], "cnn", 0, plan, args, tmp_path)

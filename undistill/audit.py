@@ -32,6 +32,7 @@ from . import UserError, checkpoint, datasets, distributed, launch, metrics, mod
 
 ROOT = Path(__file__).resolve().parents[1]
 KD_TEMPERATURES = (1.0, 2.0, 4.0, 8.0, 20.0)  # the attacker's sweep, with the dataset's own KD temperature added
+BATCH = 128  # the scripts' default batch; a cell with fewer than 4 batches of images takes a quarter of them
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Plan:
     seeds: list
     epochs: int
     milestones: str
+    train_size: int = 0  # images in the training split (0: unknown, the scripts' batch for every cell)
     cells: list = field(default_factory=list)
 
     def units(self):
@@ -86,6 +88,11 @@ class Plan:
             for arch in self.archs:
                 for seed in self.seeds:
                     yield cell, arch, seed, cell.directory(self.out, arch, seed)
+
+    def batch(self, cell):
+        """The scripts' batch, or a quarter of a small share (a limited-data cell must still take steps)."""
+        images = round(self.train_size * cell.share)
+        return BATCH if not self.train_size or images >= 4 * BATCH else max(1, images // 4)
 
     def baseline(self, attack, share):
         return next((c for c in self.cells if c.attack == attack and c.share == share), None)
@@ -243,6 +250,8 @@ def cell_command(cell, arch, seed, plan, args, out):
         command += ["--teacher", str(plan.releases[cell.release])]
     if cell.attack not in ("dafl", "deepinversion"):
         command += ["--subset", f"{cell.share:g}"]
+        if plan.batch(cell) != BATCH:
+            command += ["--batch-size", str(plan.batch(cell))]
     if args.data_dir:
         command += ["--data-dir", str(args.data_dir)]
     return command
@@ -306,7 +315,7 @@ def estimate(plan, step_s, args, info):
     total, test_steps = 0.0, math.ceil(len(info.test) / 128)
     for cell, _, _, out in plan.units():
         if state(out, plan.epochs) != "done":
-            steps = max(1, round(len(info.train) * cell.share) // 128)
+            steps = max(1, round(len(info.train) * cell.share) // plan.batch(cell))
             total += plan.epochs * (steps + test_steps / 3) * step_s * (4 if cell.white_box else 1)
     return total / (args.jobs * args.nproc_per_cell)
 
@@ -589,6 +598,7 @@ def draw(report, info, labels, out):
 def main(args):
     plan = make_plan(args)
     info = datasets.load(plan.record.name, args.data_dir)  # the split sizes for the estimate; the test split
+    plan.train_size = len(info.train)
     step_s = measured_step(plan, args.device)
     units = list(plan.units())
     left = sum(state(d, plan.epochs) != "done" for *_, d in units)
