@@ -187,3 +187,16 @@ def test_a_small_share_takes_a_smaller_batch(ce_teacher, tmp_path):
     assert command[command.index("--batch-size") + 1] == "10"
     plan.train_size = 50_000  # CIFAR: 5,000 images keep the scripts' batch, and the command its default
     assert "--batch-size" not in audit.cell_command(plan.cells[0], "cnn", 0, plan, args, tmp_path)
+
+
+def test_cells_run_under_torchrun_with_their_share_of_the_threads(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(audit.subprocess, "run", lambda command, **kw: ran.append((command, kw["env"])) or
+                        type("Done", (), {"returncode": 0})())
+    monkeypatch.setattr(audit.os, "cpu_count", lambda: 16)
+    args = audit.parse_args(["t.pt", "--jobs", "2", "--nproc-per-cell", "4"])
+    assert audit.execute(["distill_student.py", "--attack", "ls"], tmp_path / "logs" / "ls.log", args) == 0
+    command, env = ran[0]
+    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert command[5:] == ["distill_student.py", "--attack", "ls"] and env["OMP_NUM_THREADS"] == "2"
+    assert (tmp_path / "logs" / "ls.log").read_text().startswith("$ distill_student.py --attack ls")
