@@ -92,7 +92,7 @@ EOF
 if [ "$smoke" = 0 ]; then
     step "data: CIFAR-10 unpacked and decoded once (cached beside the images), before the steps' budgets"
     if [ -f "$data" ]; then
-        within "$budget" unpack bash datasets/cifar10_from_shared_tar.sh "$out/cifar10" "$data"
+        within "$budget" unpack bash datasets/cifar10_from_tar.sh "$out/cifar10" "$data"
         data=$out/cifar10
     fi
     within "$budget" decode python -c "import sys; from undistill import datasets; datasets.load('cifar10', \
