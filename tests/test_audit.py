@@ -134,6 +134,7 @@ def test_the_verdict_sentence():
     assert "no verdict yet" in audit.verdict("full", [row("dkd", None)], [0])
 
 
+@pytest.mark.timeout(900)  # six students and three audits of them: minutes on 2 busy cores
 def test_an_audit_end_to_end_reports_what_its_runs_measured(ce_teacher, tmp_path):
     out = tmp_path / "audit"
     argv = [str(ce_teacher), "--attacks", "kd-t4", "--epochs", "1", "--share", "0.05", "--release", "full", "label",
