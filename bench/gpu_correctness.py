@@ -34,10 +34,13 @@ COMPARED = {False: "bf16 vs fp32: mean loss and terms, relative", True: "bf16 vs
 
 
 def short(method, batch_size):
-    """A data-free attack's epoch is its own budget, not the subset's: two of its steps, on one batch of images."""
+    """A data-free attack's epoch is its own budget, not the subset's: two of its steps, on one batch of images.
+    The noise release draws its noise from the bits of the logits, which bf16 changes: at a vanishing sigma the two
+    precisions compare its deterministic part (a release path that runs and keeps the argmax)."""
     return {"dafl": ["--steps-per-epoch", "2"],
             "deepinversion": ["--di-iterations", "2", "--di-batch", str(batch_size), "--pool-batches", "1",
-                              "--batches-per-epoch", "1"]}.get(method.name, [])
+                              "--batches-per-epoch", "1"],
+            "noise": ["--sigma", "1e-6"]}.get(method.name, [])
 
 
 def train(method, argv, out, data):
@@ -124,7 +127,7 @@ def main():
             for method in methods.REGISTRY[role].values():
                 frozen = [method.option(method.frozen).flag_name, str(teacher)] if method.frozen else []
                 # a data-free attack reads no training image: no --subset, a few of its own steps instead
-                argv = [*base, *(subset if method.task.uses_training_split else short(method, args.batch_size)),
+                argv = [*base, *(subset if method.task.uses_training_split else []), *short(method, args.batch_size),
                         "--arch", (args.heads_arch or args.arch) if method.heads else args.arch, *frozen]
                 what = COMPARED[method.release is not None]
                 try:
