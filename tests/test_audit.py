@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from undistill import UserError, audit, checkpoint, datasets, metrics
+from undistill import UserError, audit, cells, checkpoint, datasets, metrics
 
 
 def plan_of(teacher, *argv):
@@ -87,9 +87,9 @@ def test_finished_cells_are_skipped_and_unfinished_ones_resumed(ce_teacher, tmp_
     (scratch / "checkpoint.pt").write_bytes(b"")  # interrupted
     (scratch / "summary.json").write_text(json.dumps({"epochs": plan.epochs - 1}))  # of a shorter run
     commands = []
-    monkeypatch.setattr(audit, "execute", lambda command, log, args: commands.append(command) or 0)
+    monkeypatch.setattr(cells, "execute", lambda command, log, jobs, nproc: commands.append(command) or 0)
     assert audit.run(plan, args)
-    assert [(c[c.index("--attack") + 1], "--resume" in c) for c in commands] == [("scratch", True), ("htc", False)]
+    assert [(c[c.index("--attack") + 1], c[-1]) for c in commands] == [("scratch", "--resume"), ("htc", "--overwrite")]
     htc_command = commands[1]
     assert htc_command[htc_command.index("--teacher") + 1] == str(ce_teacher)
     assert htc_command[htc_command.index("--subset") + 1] == "0.1"
@@ -184,19 +184,18 @@ def test_a_small_share_takes_a_smaller_batch(ce_teacher, tmp_path):
     batches = {c.name: plan.batch(c) for c in plan.cells if c.release is None}
     assert batches == {"ls": 100, "scratch": 100, "ls-share0.01": 10, "scratch-share0.01": 10, "ls-share0.05": 50,
                        "scratch-share0.05": 50}
-    command = audit.cell_command(plan.cells[2], "cnn", 0, plan, args, tmp_path)
+    command = audit.run_of(plan.cells[2], "cnn", 0, plan, args, tmp_path).argv
     assert command[command.index("--batch-size") + 1] == "10"
     plan.train_size = 50_000  # CIFAR: 5,000 images keep the scripts' batch, and the command its default
-    assert "--batch-size" not in audit.cell_command(plan.cells[0], "cnn", 0, plan, args, tmp_path)
+    assert "--batch-size" not in audit.run_of(plan.cells[0], "cnn", 0, plan, args, tmp_path).argv
 
 
 def test_cells_run_under_torchrun_with_their_share_of_the_threads(tmp_path, monkeypatch):
     ran = []
-    monkeypatch.setattr(audit.subprocess, "run", lambda command, **kw: ran.append((command, kw["env"])) or
+    monkeypatch.setattr(cells.subprocess, "run", lambda command, **kw: ran.append((command, kw["env"])) or
                         type("Done", (), {"returncode": 0})())
-    monkeypatch.setattr(audit.os, "cpu_count", lambda: 16)
-    args = audit.parse_args(["t.pt", "--jobs", "2", "--nproc-per-cell", "4"])
-    assert audit.execute(["distill_student.py", "--attack", "ls"], tmp_path / "logs" / "ls.log", args) == 0
+    monkeypatch.setattr(cells.os, "cpu_count", lambda: 16)
+    assert cells.execute(["distill_student.py", "--attack", "ls"], tmp_path / "logs" / "ls.log", 2, 4) == 0
     command, env = ran[0]
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert command[5:] == ["distill_student.py", "--attack", "ls"] and env["OMP_NUM_THREADS"] == "2"

@@ -15,20 +15,15 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from . import UserError, checkpoint, datasets, distributed, launch, metrics, models, runs
+from . import UserError, cells, checkpoint, datasets, distributed, launch, metrics, models, runs
 from .report import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,7 +238,8 @@ def release_command(spec, plan, path):
             *options, "--output", str(path.parent)]
 
 
-def cell_command(cell, arch, seed, plan, args, out):
+def run_of(cell, arch, seed, plan, args, out):
+    """The student of one cell, architecture and seed, as an undistill.cells.Cell."""
     command = ["distill_student.py", "--attack", cell.attack, *cell.options, "--dataset", plan.record.name,
                "--arch", arch, "--seed", str(seed), "--epochs", str(plan.epochs), "--milestones", plan.milestones,
                "--device", args.device, "--quiet", "--output", str(out)]
@@ -255,33 +251,7 @@ def cell_command(cell, arch, seed, plan, args, out):
             command += ["--batch-size", str(plan.batch(cell))]
     if args.data_dir:
         command += ["--data-dir", str(args.data_dir)]
-    return command
-
-
-def state(out, epochs):
-    """done, resumable or new: what a cell's run directory holds."""
-    summary = out / "summary.json"
-    if summary.is_file():
-        try:
-            if json.loads(summary.read_text()).get("epochs") == epochs:
-                return "done"
-        except (OSError, json.JSONDecodeError):
-            pass
-    return "resumable" if (out / "checkpoint.pt").is_file() else "new"
-
-
-def execute(command, log, args):
-    """Run one script to the end (python, or torchrun), its output in `log`; returns the exit code."""
-    prefix = [sys.executable] if args.nproc_per_cell == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc_per_cell}"]
-    threads = max(1, (os.cpu_count() or 1) // (args.jobs * args.nproc_per_cell))
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        f.write(f"$ {' '.join(command)}\n")
-        f.flush()
-        return subprocess.run(prefix + command, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    return cells.Cell(tuple(command), out, plan.epochs)
 
 
 def measured_step(plan, device):
@@ -315,7 +285,7 @@ def estimate(plan, step_s, args, info):
     four times the steps, a rough allowance."""
     total, test_steps = 0.0, math.ceil(len(info.test) / 128)
     for cell, _, _, out in plan.units():
-        if state(out, plan.epochs) != "done":
+        if cells.state(out, plan.epochs) != "done":
             steps = max(1, round(len(info.train) * cell.share) // plan.batch(cell))
             total += plan.epochs * (steps + test_steps / 3) * step_s * (4 if cell.white_box else 1)
     return total / (args.jobs * args.nproc_per_cell)
@@ -348,56 +318,22 @@ def claim(plan, args):
 
 
 def run(plan, args):
-    """Write the releases, then every unfinished cell, --jobs at a time, with one progress bar for the audit."""
+    """Write the releases, then every unfinished cell (undistill.cells); True once all have run."""
     out = plan.out
     claim(plan, args)
     for spec, path in plan.releases.items():
         if path != plan.teacher and not (path.parent / "summary.json").is_file():
-            if execute(release_command(spec, plan, path) + ["--overwrite"], out / "logs" / "releases.log", args):
+            if cells.execute(release_command(spec, plan, path) + ["--overwrite"], out / "logs" / "releases.log"):
                 raise UserError(f"the {spec} release failed: see {out / 'logs' / 'releases.log'}")
-    todo = [(c, a, s, d) for c, a, s, d in plan.units() if state(d, plan.epochs) != "done"]
+    todo = [run_of(cell, arch, seed, plan, args, d) for cell, arch, seed, d in plan.units()]
     if args.slurm or args.slurm_local:
-        return submit(plan, args, todo)
-    failed = []
-    with tqdm(total=len(todo), desc="audit", unit="cell", dynamic_ncols=True, file=sys.stdout) as bar, \
-            ThreadPoolExecutor(args.jobs) as pool:
-        futures = {}
-        for cell, arch, seed, directory in todo:
-            command = cell_command(cell, arch, seed, plan, args, directory)
-            if state(directory, plan.epochs) == "resumable":
-                command.append("--resume")
-            log = out / "logs" / f"{directory.relative_to(out).as_posix().replace('/', '_')}.log"
-            futures[pool.submit(execute, command, log, args)] = (directory, log)
-        for future in as_completed(futures):
-            directory, log = futures[future]
-            if future.result() != 0:
-                failed.append(log)
-            bar.set_postfix_str(directory.relative_to(out).as_posix())
-            bar.update(1)
-    if failed:
-        raise UserError(f"{len(failed)} cell(s) failed, the others are kept: see {failed[0]}"
-                        f"{' and the other logs there' if len(failed) > 1 else ''}; the same command continues")
+        if not cells.submit(todo, args, f"audit-{plan.record.name}", args.job_dir or plan.out / "slurm"):
+            print("submitted the cells as one array: when they have finished, the same command writes the report",
+                  flush=True)
+            return False
+        return True
+    cells.run(todo, out, "audit", args.jobs, args.nproc_per_cell)
     return True
-
-
-def submit(plan, args, todo):
-    """The unfinished cells as one SLURM array (submitit); True when they have run (--slurm-local waits)."""
-    sys.path.insert(0, str(ROOT))  # the entry script, which the jobs unpickle by name as well
-    import distill_student
-    elements = []
-    for cell, arch, seed, directory in todo:
-        argv = cell_command(cell, arch, seed, plan, args, directory)
-        argv += ["--resume"] if state(directory, plan.epochs) == "resumable" else []
-        elements.append((distill_student.main, distill_student.parse_args(argv[1:]), argv, directory))
-    if not elements:
-        return True
-    jobs = launch.submit_runs(args, elements, f"audit-{plan.record.name}", args.job_dir or plan.out / "slurm")
-    if args.slurm_local:
-        launch.wait(jobs)
-        return True
-    print(f"submitted {len(jobs)} cells as one array: when they have finished, the same command writes the report",
-          flush=True)
-    return False
 
 
 # ---- the report
@@ -449,7 +385,7 @@ def measure(plan, args, info):
                                               temperatures), logits=z_reference)
     summaries = {}
     for cell, arch, seed, directory in plan.units():
-        if state(directory, plan.epochs) != "done":
+        if cells.state(directory, plan.epochs) != "done":
             continue
         summary = json.loads((directory / "summary.json").read_text())
         z = student_logits(directory / "checkpoint.pt", loader, device)
@@ -595,7 +531,7 @@ def main(args):
     plan.train_size = len(info.train)
     step_s = measured_step(plan, args.device)
     units = list(plan.units())
-    left = sum(state(d, plan.epochs) != "done" for *_, d in units)
+    left = sum(cells.state(d, plan.epochs) != "done" for *_, d in units)
     print(f"audit of {args.teacher} on {plan.record.name}: {len(plan.cells)} cells x {len(plan.archs)} "
           f"architecture(s) x {len(plan.seeds)} seed(s) = {len(units)} students ({left} to run), {plan.epochs} "
           f"epochs each, releases {', '.join(plan.releases)}; about {estimate(plan, step_s, args, info) / 60:.0f} "

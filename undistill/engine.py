@@ -6,6 +6,7 @@ It never knows which defense or attack runs: it trains `model` (a models.Classif
 (methods/core.py), which says which models it queries frozen, what trains beside the model, where each epoch's
 batches come from, and what one step's loss and loss terms are.
 """
+import itertools
 import math
 import sys
 import time
@@ -49,6 +50,8 @@ def add_arguments(parser):
                    "(worth it on CUDA for long runs; the first steps wait for the compiler)")
     g.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch (batch logs)")
     g.add_argument("--log-every", type=int, default=20, help="steps between progress updates (each one syncs)")
+    g.add_argument("--max-steps", type=int, default=0, help="train at most this many steps per epoch and evaluate "
+                   "on at most this many test batches: smoke runs of a recipe (0: all)")
 
 
 def learning_rate(config, epoch_progress):
@@ -117,7 +120,7 @@ def evaluate(model, loader, ctx, config):
     """Top-1 accuracy (%) and mean CE over the whole split (a DeviceLoader), all-reduced across ranks."""
     model.eval()
     totals = torch.zeros(3, device=ctx.device, dtype=torch.float64)
-    for x, y in loader.epoch(0):
+    for x, y in capped(loader.epoch(0), config.max_steps):
         with autocast(ctx, config):
             logits = model(x).float()
         totals += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
@@ -165,6 +168,8 @@ def fit_owned(model, task, info, config, ctx, meta, out):
         began = time.perf_counter()
         with autocast(ctx, config):
             steps, batches = task.epoch(model, epoch, train)
+        if config.max_steps:
+            steps, batches = min(steps, config.max_steps), capped(batches, config.max_steps)
         if steps < 1:
             raise UserError(f"epoch {epoch + 1} has no training step (fewer images than one batch): lower "
                             "--batch-size")
@@ -214,6 +219,11 @@ def same_run(state, meta, config, out):
         if theirs[key] != ours[key]:
             raise UserError(f"{out} holds a run with {key} {theirs[key]}, not {ours[key]}: resume it with its own "
                             "options, or start again with --overwrite")
+
+
+def capped(batches, max_steps):
+    """The first `max_steps` batches (all with 0)."""
+    return itertools.islice(batches, max_steps or None)
 
 
 def train_epoch(backend, task, steps, batches, epoch, config, ctx):

@@ -79,7 +79,8 @@ def add_method_arguments(parser, methods, title):
 # The optimization options: each a range, and what an unset one takes.
 RANGES = {"epochs": "[1, inf)", "batch_size": "[1, inf)", "lr": "(0, inf)", "momentum": "[0, 1)",
           "wd": "[0, inf)", "gamma": "(0, inf)", "warmup_epochs": "[0, inf)", "grad_clip": "[0, inf)",
-          "workers": "[0, inf)", "log_every": "[1, inf)"}
+          "workers": "[0, inf)", "log_every": "[1, inf)",
+          "max_steps": "[0, inf)"}
 
 
 def resolve(args, method, record, released=False):

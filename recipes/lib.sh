@@ -1,0 +1,56 @@
+# The words a recipe is written in. A recipe sources this file with its name and its arguments:
+#   source "$(dirname "$0")/../lib.sh" nasty_teacher/table1 "$@"
+# then declares cells and runs them, stage by stage (a stage reads the checkpoints of the stages before it):
+#   cell NAME SCRIPT OPTIONS...   a run per seed in $OUT/NAME/s<seed>; @OTHER in OPTIONS is that seed's
+#                                 $OUT/OTHER/s<seed>/checkpoint.pt
+#   run_cells                     runs the cells declared since the last run_cells (finished ones are skipped,
+#                                 unfinished ones resumed), then forgets them
+#   table LAYOUT.toml             writes $OUT/<layout name>.md and .json: the paper's table, ours beside its numbers
+#
+# What the environment chooses (recipes/README.md):
+#   SEEDS=0,1,2          the seeds (each cell runs once per seed)
+#   LAUNCH=local         one run after the other here; JOBS=N: N at a time as processes
+#          torchrun      each run under torchrun with NPROC_PER_NODE processes (GPUs) on this node
+#          slurm         each stage as one SLURM array (submitit), waited for; SLURM_OPTIONS="--partition gpu
+#                        --gpus-per-node 8 --nodes 2 --time 2880 ..." (undistill.launch's options)
+#          slurm-local   the same through submitit's local executor (a check on a machine without SLURM)
+#   SMOKE=1              every cell tiny on synthetic data of the same layout (a test of the recipe, minutes on
+#                        a CPU); its runs go to runs/smoke/<recipe> unless the first argument names a directory
+#   DEVICE=cpu|cuda      every run's --device (default: the scripts' auto)
+#   <DATASET>_DIR        where a dataset lives, e.g. CIFAR10_DIR=/data/cifar10 (default data/<dataset>)
+set -euo pipefail
+RECIPE=$1
+shift
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+SEEDS=${SEEDS:-0,1,2}
+SMOKE=${SMOKE:-0}
+LAUNCH=${LAUNCH:-local}
+if [[ $SMOKE == 1 ]]; then OUT=${1:-runs/smoke/$RECIPE}; else OUT=${1:-runs/$RECIPE}; fi
+LAYOUTS=recipes/$(dirname "$RECIPE")
+
+_cells=$(mktemp)
+trap 'rm -f "$_cells"' EXIT
+_run=(--out "$OUT" --seeds "$SEEDS")
+[[ $SMOKE == 1 ]] && _run+=(--smoke)
+[[ -n ${DEVICE:-} ]] && _run+=(--device "$DEVICE")
+case $LAUNCH in
+    local) _run+=(--jobs "${JOBS:-1}") ;;
+    torchrun) _run+=(--nproc-per-cell "${NPROC_PER_NODE:?LAUNCH=torchrun needs NPROC_PER_NODE}") ;;
+    slurm) read -ra _slurm <<< "${SLURM_OPTIONS:-}"; _run+=(--slurm "${_slurm[@]}") ;;
+    slurm-local) read -ra _slurm <<< "${SLURM_OPTIONS:-}"; _run+=(--slurm-local "${_slurm[@]}") ;;
+    *) echo "error: LAUNCH=$LAUNCH (choose local, torchrun, slurm or slurm-local)" >&2; exit 2 ;;
+esac
+
+cell() {
+    printf '%q ' "$@" >> "$_cells"
+    echo >> "$_cells"
+}
+
+run_cells() {
+    python3 -m undistill.recipe run "$_cells" "${_run[@]}"
+    : > "$_cells"
+}
+
+table() {
+    python3 -m undistill.recipe table "$LAYOUTS/$1" --out "$OUT" --seeds "$SEEDS"
+}

@@ -1,0 +1,102 @@
+"""The recipes: every one runs end to end in smoke mode and writes its table in the paper's layout; a killed recipe
+continues to the same table; the table's numbers are the runs' means, differences and verdicts."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from undistill import datasets, recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted(p.relative_to(ROOT / "recipes") for p in (ROOT / "recipes").glob("*/*.sh"))
+
+
+def smoke(script, out, seeds="0", **env):
+    env = dict(os.environ, SMOKE="1", SEEDS=seeds, OMP_NUM_THREADS="2", PYTHONPATH=str(ROOT), **env)
+    return subprocess.run(["bash", str(ROOT / "recipes" / script), str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1800)
+
+
+def layouts(script):
+    """The layouts a recipe writes: the `table NAME.toml` lines of its script."""
+    lines = (ROOT / "recipes" / script).read_text().splitlines()
+    return [line.split()[1] for line in lines if line.startswith("table ")]
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("script", RECIPES, ids=str)
+def test_every_recipe_runs_in_smoke_mode_and_writes_the_papers_table(script, tmp_path):
+    done = smoke(script, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert layouts(script), f"{script} writes no table"
+    for name in layouts(script):
+        layout = recipe.read_layout(ROOT / "recipes" / script.parent / name)
+        table = json.loads((tmp_path / name.replace(".toml", ".json")).read_text())
+        assert [r["label"] for r in table["rows"]] == [r["label"] for r in layout["rows"]]
+        assert [tuple(c) for c in table["columns"]] == [tuple(c) for c in layout["columns"]]
+        for row in table["rows"]:  # every entry ran: a number of ours beside the paper's
+            assert all(e["ours"] is not None for e in row["entries"]), (name, row["label"])
+        text = (tmp_path / name.replace(".toml", ".md")).read_text()
+        assert all(f"{label} (paper)" in text for _, label in layout["columns"])
+
+
+def summary(path, acc, epochs=1):
+    path.mkdir(parents=True)
+    (path / "summary.json").write_text(json.dumps({"last_acc": acc, "best_acc": acc, "epochs": epochs}))
+
+
+def test_the_table_holds_means_differences_to_the_baseline_and_paired_verdicts(tmp_path):
+    for seed, (scratch, ls, kd) in enumerate([(50.0, 52.0, 53.0), (60.0, 58.0, 57.0)]):
+        summary(tmp_path / "scratch" / f"s{seed}", scratch)
+        summary(tmp_path / "ls" / f"s{seed}", ls)
+        summary(tmp_path / "kd" / f"s{seed}", kd)
+    summary(tmp_path / "kd-one" / "s0", 53.5)  # one seed only: judged against seed 0's LS student (52)
+    layout = {"title": "t", "baseline": "base", "columns": [["x", "X"]], "rows": [
+        {"label": "base", "cells": "scratch", "paper": [1.0]},
+        {"label": "kd", "cells": "kd", "ls": "ls", "paper": [2.0]},
+        {"label": "one", "cells": "kd-one", "ls": "ls"}]}
+    table = recipe.build_table(layout, tmp_path, [0, 1])
+    base, kd, one = (r["entries"][0] for r in table["rows"])
+    assert base["ours"] == (55.0, pytest.approx(7.0710678), 2)
+    assert kd["ours"][0] == 55.0 and kd["vs_baseline"] == 0.0
+    assert kd["vs_ls"] == 0.0 and kd["undistillable"] is True  # (53 - 52 + 57 - 58) / 2
+    assert one["vs_ls"] == pytest.approx(1.5) and one["undistillable"] is False
+    text = recipe.markdown(table, layout)
+    assert "| kd | 55.00 ± 2.83 (+0.00) ✓ | 2.00 (+1.00) |" in text
+    assert "| one | 53.50 (-1.50) ✗ | - |" in text
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "tinyimagenet"])
+def test_the_smoke_data_has_the_datasets_layout_and_classes(name, tmp_path):
+    root = recipe.data_dir(name, tmp_path, smoke=True)
+    info = datasets.load(name, root)
+    record = datasets.record(name)
+    assert info.num_classes == record.num_classes and len(info.train) == 10 * record.num_classes
+    assert len(info.test) == 2 * record.num_classes
+    assert tuple(info.train[0][0].shape) == (3, record.image_size, record.image_size)
+
+
+@pytest.mark.timeout(1800)
+def test_a_killed_recipe_continues_to_the_table_of_an_uninterrupted_one(tmp_path):
+    script = "nasty_teacher/table1.sh"
+    whole = smoke(script, tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    env = dict(os.environ, SMOKE="1", SEEDS="0", OMP_NUM_THREADS="2", PYTHONPATH=str(ROOT))
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(["bash", str(ROOT / "recipes" / script), str(out)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while not (out / "students" / "cnn").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # until the students' stage has begun
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the recipe ended before the kill"
+    assert not (out / "table1.md").exists()
+    again = smoke(script, out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[1/" in again.stdout and "train_teacher.py" not in again.stdout  # the teachers were not trained again
+    assert (out / "table1.md").read_text() == (tmp_path / "whole" / "table1.md").read_text()

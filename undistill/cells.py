@@ -1,0 +1,121 @@
+"""Many training runs taken to the end, each its own run directory: the cells of an audit or of a recipe.
+
+A cell is an entry script's command line and the run directory it writes. A finished cell (its summary.json, with
+the epochs asked for) is skipped and an unfinished one (a checkpoint.pt) continues with --resume, so running the
+same cells again after an interruption or a preemption picks up where they stopped. They run here, one after the
+other in this process or `jobs` at a time as processes (each under torchrun with `nproc` processes), or as one
+SLURM array through submitit.
+"""
+import importlib
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import UserError, launch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """`argv`: the entry script (train_teacher.py or distill_student.py) and its options, --output `out`
+    included; `epochs`: what a finished run has trained (None: a release, which trains nothing)."""
+    argv: tuple
+    out: Path
+    epochs: int | None
+
+    def state(self):
+        return state(self.out, self.epochs)
+
+    def command(self):
+        """The command that takes the cell to its end from where it stands."""
+        return [*self.argv, "--resume" if self.state() == "resumable" else "--overwrite"]
+
+    def log(self, root):
+        return root / "logs" / f"{self.out.relative_to(root).as_posix().replace('/', '_')}.log"
+
+
+def state(out, epochs):
+    """done, resumable or new: what a run directory holds, for a run of `epochs` (None: a release)."""
+    summary = out / "summary.json"
+    if summary.is_file():
+        try:
+            if epochs is None or json.loads(summary.read_text()).get("epochs") == epochs:
+                return "done"
+        except (OSError, json.JSONDecodeError):
+            pass
+    return "resumable" if epochs is not None and (out / "checkpoint.pt").is_file() else "new"
+
+
+def script(name):
+    """The entry script's module (train_teacher or distill_student), imported from the repository root."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module(Path(name).stem)
+
+
+def execute(command, log, jobs=1, nproc=1):
+    """Run one entry script to the end as a process (python, or torchrun with `nproc` processes), its output
+    appended to `log`; returns the exit code."""
+    prefix = [sys.executable] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    threads = max(1, (os.cpu_count() or 1) // (jobs * nproc))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(f"$ {' '.join(command)}\n")
+        f.flush()
+        return subprocess.run(prefix + command, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+
+
+def run(cells, root, desc, jobs=1, nproc=1, here=False):
+    """Take every unfinished cell to its end. `here`: one after the other in this process, their output shown
+    (no process start per cell: what a smoke run of a recipe needs); else as processes, `jobs` at a time, with
+    one progress bar and a log per cell under `root`/logs. A failed cell stops nothing else; the error names
+    the failed cells' logs."""
+    todo = [c for c in cells if c.state() != "done"]
+    if here:
+        for i, cell in enumerate(todo):
+            command = cell.command()
+            print(f"[{i + 1}/{len(todo)}] {' '.join(command)}", flush=True)
+            module = script(command[0])
+            module.main(module.parse_args(command[1:]))
+        return
+    failed = []
+    with tqdm(total=len(todo), desc=desc, unit="cell", dynamic_ncols=True, file=sys.stdout) as bar, \
+            ThreadPoolExecutor(jobs) as pool:
+        futures = {pool.submit(execute, cell.command(), cell.log(root), jobs, nproc): cell for cell in todo}
+        for future in as_completed(futures):
+            cell = futures[future]
+            if future.result() != 0:
+                failed.append(cell.log(root))
+            bar.set_postfix_str(cell.out.relative_to(root).as_posix())
+            bar.update(1)
+    if failed:
+        raise UserError(f"{len(failed)} cell(s) failed, the others are kept: see {failed[0]}"
+                        f"{' and the other logs there' if len(failed) > 1 else ''}; the same command continues")
+
+
+def submit(cells, args, name, job_dir, wait=False):
+    """The unfinished cells as one SLURM array (the SLURM options of `args`, launch.add_arguments); True when
+    they have run (`wait`, or --slurm-local: until the array has ended), False once submitted."""
+    elements = []
+    for cell in cells:
+        if cell.state() != "done":
+            command = cell.command()
+            module = script(command[0])
+            elements.append((module.main, module.parse_args(command[1:]), command, cell.out))
+    if not elements:
+        return True
+    jobs = launch.submit_runs(args, elements, name, job_dir)
+    if wait or args.slurm_local:
+        launch.wait(jobs)
+        return True
+    return False
