@@ -124,11 +124,11 @@ def row(attack, vs_ls, undistillable=None):
 
 
 def test_the_verdict_sentence():
-    held = [row("kd-t4", (-1.5, 0.5)), row("htc", (-0.25, 0.75)), row("dkd", None)]
+    held = [row("kd-t4", (-1.5, 0.5, 2)), row("htc", (-0.25, 0.75, 2)), row("dkd", None)]
     assert audit.verdict("full", held, [0, 1]) == (
         "full: undistillable against 2 of 2 attacks over 2 seeds; strongest attack htc (cnn): -0.25 ± 0.75 points "
         "over the LS student")
-    cloned = held + [row("kd-t20", (2.0, None))]
+    cloned = held + [row("kd-t20", (2.0, None, 1))]
     assert audit.verdict("label", cloned, [0]) == (
         "label: cloned by 1 of 3 attacks over 1 seed; strongest kd-t20 (cnn): +2.00 points over the LS student")
     assert "no verdict yet" in audit.verdict("full", [row("dkd", None)], [0])

@@ -17,6 +17,8 @@ import json
 import math
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 
 from . import UserError, cells, checkpoint, datasets, distributed, launch, metrics, models, runs
-from .report import read_json
+from .report import fmt, mean_std, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 KD_TEMPERATURES = (1.0, 2.0, 4.0, 8.0, 20.0)  # the attacker's sweep, with the dataset's own KD temperature added
@@ -279,13 +281,22 @@ def measured_step(plan, device):
     return statistics.median(times[1:])  # the first pays for allocation and kernel selection
 
 
-def estimate(plan, step_s, args, info):
-    """Seconds for the whole audit on this machine: every step of every cell still to run, and its evaluation
-    (a forward pass, about a third of a training step). A white-box cell also synthesizes its images: counted as
-    four times the steps, a rough allowance."""
+def measured_start():
+    """Seconds a cell's process takes before its first step (Python, torch and the entry script imported),
+    measured here."""
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import distill_student"], cwd=cells.ROOT, check=True)
+    return time.perf_counter() - began
+
+
+def estimate(plan, step_s, start_s, args, info):
+    """Seconds for the whole audit on this machine: every cell still to run, its process start and every step,
+    and its evaluation (a forward pass, about a third of a training step). A white-box cell also synthesizes its
+    images: counted as four times the steps, a rough allowance."""
     total, test_steps = 0.0, math.ceil(len(info.test) / 128)
     for cell, _, _, out in plan.units():
         if cells.state(out, plan.epochs) != "done":
+            total += start_s
             steps = max(1, round(len(info.train) * cell.share) // plan.batch(cell))
             total += plan.epochs * (steps + test_steps / 3) * step_s * (4 if cell.white_box else 1)
     return total / (args.jobs * args.nproc_per_cell)
@@ -351,13 +362,7 @@ def logits_of(model, loader, device):
 def paired(values, baseline):
     """mean and std over seeds of value - baseline (the same seed's), or of the value against the baseline mean
     where a seed has no baseline."""
-    diffs = [v - baseline.get(s, statistics.mean(baseline.values())) for s, v in values.items()]
-    return statistics.mean(diffs), (statistics.stdev(diffs) if len(diffs) > 1 else None)
-
-
-def mean_std(values):
-    values = list(values)
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+    return mean_std(v - baseline.get(s, statistics.mean(baseline.values())) for s, v in values.items())
 
 
 def measure(plan, args, info):
@@ -434,28 +439,13 @@ def verdict(spec, rows, seeds):
         return f"{spec}: no verdict yet (no finished attack with its LS student)"
     strongest = max(judged, key=lambda r: r["vs_ls"][0])
     held = sum(r["undistillable"] for r in judged)
-    d, s = strongest["vs_ls"]
-    margin = f"{d:+.2f}" + (f" ± {s:.2f}" if s is not None else "")
+    margin = fmt(strongest["vs_ls"], sign=True, count=False)
     seeds_text = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
     if held == len(judged):
         return (f"{spec}: undistillable against {held} of {len(judged)} attacks over {seeds_text}; strongest "
                 f"attack {strongest['attack']} ({strongest['student']}): {margin} points over the LS student")
     return (f"{spec}: cloned by {len(judged) - held} of {len(judged)} attacks over {seeds_text}; strongest "
             f"{strongest['attack']} ({strongest['student']}): {margin} points over the LS student")
-
-
-def fmt(stat, digits=2):
-    if stat is None:
-        return "-"
-    mean, std = stat
-    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
-
-
-def signed(stat):
-    if stat is None:
-        return "-"
-    mean, std = stat
-    return f"{mean:+.2f}" + (f" ± {std:.2f}" if std is not None else "")
 
 
 def markdown(report, figures):
@@ -469,10 +459,11 @@ def markdown(report, figures):
     for r in report["cells"]:
         mark = {True: "**yes**", False: "no", None: "?"}[r["undistillable"]]
         lines.append(f"| {r['release']} | {r['attack']} | {r['access']} | {r['student']} | {r['share']:g} | "
-                     f"{fmt(r['acc'])} | {signed(r['vs_ls'])} | {signed(r['vs_scratch'])} | {fmt(r['fidelity'])} | "
-                     f"{fmt(r['kl'], 4)} | {mark} |")
+                     f"{fmt(r['acc'], count=False)} | {fmt(r['vs_ls'], sign=True, count=False)} | "
+                     f"{fmt(r['vs_scratch'], sign=True, count=False)} | {fmt(r['fidelity'], count=False)} | "
+                     f"{fmt(r['kl'], 4, count=False)} | {mark} |")
     lines += ["", "Students without teacher: " + "; ".join(
-        f"{b['attack']} {b['student']}: {fmt(b['acc'])}" for b in report["baselines"]), "",
+        f"{b['attack']} {b['student']}: {fmt(b['acc'], count=False)}" for b in report["baselines"]), "",
         "## The owner's cost", "", "| model | accuracy | ECE | NLL | KL to reference | CMI (T=1 / 4 / 16) |",
         "|---|---|---|---|---|---|"]
     models_ = [(f"release {spec}", cost) for spec, cost in report["releases"].items()]
@@ -493,10 +484,11 @@ def draw(report, info, labels, out):
     drawn, names = [], list(report["releases"])
     temps = sorted({r["temperature"] for r in report["cells"] if r["temperature"] is not None})
     base = [b for b in report["baselines"] if b["share"] == max(c["share"] for c in report["cells"])]
-    ls = next((b["acc"] for b in base if b["attack"] == "ls"), None)
-    scratch = next((b["acc"] for b in base if b["attack"] == "scratch"), None)
+    # the figures take (mean, std) pairs
+    ls = next((b["acc"][:2] for b in base if b["attack"] == "ls"), None)
+    scratch = next((b["acc"][:2] for b in base if b["attack"] == "scratch"), None)
     if temps and ls is not None:
-        curves = {spec: [next((r["acc"] for r in report["cells"] if r["release"] == spec and r["temperature"] == t
+        curves = {spec: [next((r["acc"][:2] for r in report["cells"] if r["release"] == spec and r["temperature"] == t
                                and r["method"] == "kd" and "no-labels" not in r["attack"] and r["share"] ==
                                max(c["share"] for c in report["cells"])), (math.nan, None)) for t in temps]
                   for spec in names}
@@ -529,13 +521,14 @@ def main(args):
     plan = make_plan(args)
     info = datasets.load(plan.record.name, args.data_dir)  # the split sizes for the estimate; the test split
     plan.train_size = len(info.train)
-    step_s = measured_step(plan, args.device)
+    step_s, start_s = measured_step(plan, args.device), measured_start()
     units = list(plan.units())
     left = sum(cells.state(d, plan.epochs) != "done" for *_, d in units)
     print(f"audit of {args.teacher} on {plan.record.name}: {len(plan.cells)} cells x {len(plan.archs)} "
           f"architecture(s) x {len(plan.seeds)} seed(s) = {len(units)} students ({left} to run), {plan.epochs} "
-          f"epochs each, releases {', '.join(plan.releases)}; about {estimate(plan, step_s, args, info) / 60:.0f} "
-          f"min here ({step_s * 1000:.0f} ms per measured step, {args.jobs} at a time) -> {plan.out}", flush=True)
+          f"epochs each, releases {', '.join(plan.releases)}; about {estimate(plan, step_s, start_s, args, info) / 60:.0f} "
+          f"min here ({step_s * 1000:.0f} ms per measured step, {start_s:.0f} s per process start, {args.jobs} at a "
+          "time) -> {plan.out}", flush=True)
     for cell in plan.cells:
         print(f"  {cell.release or 'baseline'}: {cell.name} ({' '.join([cell.attack, *cell.options])}, share "
               f"{cell.share:g}{', white-box' if cell.white_box else ''})", flush=True)

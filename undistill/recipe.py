@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from . import UserError, cells, datasets, distributed, launch, methods, options, runs
-from .report import read_json
+from .report import fmt, mean_std, read_json
 
 SMOKE = ["--epochs", "1", "--max-steps", "2", "--batch-size", "4", "--workers", "0", "--milestones", ""]
 SMOKE_METHODS = {  # the data-free attacks synthesize before they train: a few of their own steps too
@@ -182,9 +182,7 @@ def seeded(out, name, seeds, metric="last_acc"):
 
 def stat(values):
     values = list(values)
-    if not values:
-        return None
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None), len(values)
+    return mean_std(values) if values else None
 
 
 def entry(row, column, out, seeds, baseline):
@@ -235,8 +233,7 @@ def paper_text(values, i, base):
 def ours_text(e):
     if e is None or e["ours"] is None:
         return "not run"
-    mean, std, n = e["ours"]
-    text = f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+    text = fmt(e["ours"], count=False)
     if e["vs_baseline"] is not None:
         text += f" ({e['vs_baseline']:+.2f})"
     return text + {True: " ✓", False: " ✗", None: ""}[e["undistillable"]]
@@ -255,8 +252,7 @@ def markdown(table, layout):
         cells_ = [row["label"]]
         if has_teacher:
             t = row["teacher"]
-            teacher = "-" if "teacher" not in layout_row else "not run" if t is None else \
-                f"{t[0]:.2f}" + (f" ± {t[1]:.2f}" if t[1] is not None else "")
+            teacher = "-" if "teacher" not in layout_row else "not run" if t is None else fmt(t, count=False)
             pt = row["paper_teacher"]
             cells_ += [teacher, "-" if pt is None else pt if isinstance(pt, str) else f"{pt:.2f}"]
         for i in range(len(table["columns"])):

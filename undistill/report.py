@@ -74,15 +74,18 @@ def seed(run):
 
 
 def mean_std(values):
-    """(mean, std or None, n) of the final test accuracies."""
+    """(mean, std or None, n) of the values: the seeds of one setting."""
+    values = list(values)
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None), len(values)
 
 
-def fmt(stat):
+def fmt(stat, digits=2, sign=False, count=True):
+    """`mean ± std (n=N)` of a mean_std, `mean` alone for one value, `-` for none; `sign`: +/- on the mean."""
     if stat is None:
         return "-"
     mean, std, n = stat
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f} (n={n})"
+    text = f"{mean:{'+' if sign else ''}.{digits}f}"
+    return text if std is None else f"{text} ± {std:.{digits}f}" + (f" (n={n})" if count else "")
 
 
 def measured(teacher_runs, cmi_temperature):
