@@ -6,10 +6,11 @@
 # (the table's row is the ResNet-18: all its numbers are ResNet-18 students). The paper's ImageNet schedule: SGD 0.1,
 # 90 epochs, x0.1 at 30, 60 and 80, wd 1e-4; global batch 1024, 8 loader workers per GPU (per process).
 #
-# The teacher is trained here, unless DENSENET121_WEIGHTS names a local state_dict of torchvision's densenet121
-# (the torchvision weights the paper's setting starts from; save one with torch.save(torchvision.models.densenet121(
-# weights="IMAGENET1K_V1").state_dict(), PATH): the published .pth file keeps older key names). The run then starts
-# from those weights and trains the shortest a run trains, one epoch at the schedule's last rate (lr 1e-4).
+# The teacher is trained here (90 epochs), unless DENSENET121_WEIGHTS names a local state_dict of torchvision's
+# densenet121, e.g. its pretrained weights saved with torch.save(torchvision.models.densenet121(
+# weights="IMAGENET1K_V1").state_dict(), PATH) (the published .pth file keeps older key names, which --weights
+# refuses). The teacher then starts from those weights (--weights) and trains the least a run trains: one epoch at
+# the schedule's last rate, lr 1e-4.
 #
 # LOADER=torchvision (default) or ffcv; with ffcv the .beton files are written first where they are missing, in
 # FFCV_DIR (default <data>/ffcv). Meant for GPUs: LAUNCH=torchrun NPROC_PER_NODE=8, or LAUNCH=slurm.
@@ -19,8 +20,11 @@ data=(--dataset imagenet --loader "${LOADER:-torchvision}" --workers 8 --batch-s
 
 if [[ ${LOADER:-torchvision} == ffcv ]]; then
     # the data the cells will read (in smoke mode the synthetic copy, written now)
-    root=$(python3 -c 'import sys; from pathlib import Path; from undistill import recipe
-print(recipe.data_dir("imagenet", Path(sys.argv[1]), sys.argv[2] == "1"))' "$OUT" "$SMOKE")
+    root=$(python3 -c 'import sys; from pathlib import Path; from undistill import UserError, recipe
+try:
+    print(recipe.data_dir("imagenet", Path(sys.argv[1]), sys.argv[2] == "1"))
+except UserError as e:
+    sys.exit(f"error: {e}")' "$OUT" "$SMOKE")
     betons=${FFCV_DIR:-$root/ffcv}
     if [[ ! -f $betons/train.beton || ! -f $betons/test.beton ]]; then
         python3 datasets/write_ffcv.py --dataset imagenet --data-dir "$root" --out "$betons" --overwrite
