@@ -230,10 +230,17 @@ def paper_text(values, i, base):
     return f"{v:.2f}" + (f" ({v - b:+.2f})" if b is not None else "")
 
 
+def number(v):
+    """Two decimals, as the papers print accuracies; a small measure (a CMI, a KL: below 0.1) in 3 significant
+    digits, which two decimals would round to 0.00."""
+    return f"{v:.3g}" if 0 < abs(v) < 0.1 else f"{v:.2f}"
+
+
 def ours_text(e):
     if e is None or e["ours"] is None:
         return "not run"
-    text = fmt(e["ours"], count=False)
+    mean, std, n = e["ours"]
+    text = number(mean) + (f" ± {number(std)}" if std is not None else "")
     if e["vs_baseline"] is not None:
         text += f" ({e['vs_baseline']:+.2f})"
     return text + {True: " ✓", False: " ✗", None: ""}[e["undistillable"]]
