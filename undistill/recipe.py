@@ -188,7 +188,10 @@ def stat(values):
 
 
 def entry(row, column, out, seeds, baseline):
-    """One cell of the table: ours (mean, std, n), its difference to the baseline row, the verdict."""
+    """One cell of the table: ours (mean, std, n), its difference to the baseline row, the verdict. A row's `keys`
+    read a column as another key in its templates, the baseline's included (a "Teacher Self" column: the row's
+    teacher architecture)."""
+    column = row.get("keys", {}).get(column, column)
     name = row["cells"].format(column=column)
     ours = seeded(out, name, seeds, row.get("metric", "last_acc"))
     result = {"run": name, "ours": stat(ours.values()), "vs_baseline": None, "undistillable": None}
