@@ -11,7 +11,7 @@ seed's OUT/NAME/s<seed>/checkpoint.pt (a teacher trained by an earlier cell). A 
 one is read from $<DATASET>_DIR (CIFAR10_DIR, ...), default data/<dataset>. Finished cells are skipped and
 unfinished ones resumed (undistill.cells), so the same recipe continues after an interruption.
 
-`--smoke` runs every cell tiny: 1 epoch of at most 2 steps of 4 images, on a synthetic dataset of the same layout
+`--smoke` runs every cell tiny: 1 epoch of one step of 2 images, on a synthetic dataset of the same layout
 and class count (real image files, written once under OUT/.data), so a test can run a recipe end to end on a CPU.
 
 A layout (TOML) is a paper's table: its columns, and per row the run directories of its entries, the LS students
@@ -29,7 +29,7 @@ import torch
 from . import UserError, cells, datasets, distributed, launch, methods, options, runs
 from .report import fmt, mean_std, read_json
 
-SMOKE = ["--epochs", "1", "--max-steps", "2", "--batch-size", "4", "--workers", "0", "--milestones", ""]
+SMOKE = ["--epochs", "1", "--max-steps", "1", "--batch-size", "2", "--workers", "0", "--milestones", ""]
 SMOKE_METHODS = {  # the data-free attacks synthesize before they train: a few of their own steps too
     "dafl": ["--steps-per-epoch", "2", "--latent-dim", "8"],
     "deepinversion": ["--di-batch", "4", "--di-iterations", "2", "--pool-batches", "1", "--batches-per-epoch", "1"],
