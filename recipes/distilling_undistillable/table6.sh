@@ -13,6 +13,9 @@ source "$(dirname "$0")/../lib.sh" distilling_undistillable/table6 "$@"
 declare -A teacher=([cifar10]=resnet18 [cifar100]=resnet50)
 declare -A nasty=([cifar10]="--defense nasty --tau 4 --omega 0.04" [cifar100]="--defense nasty --tau 20 --omega 0.005")
 declare -A students=([cifar10]="cnn mobilenetv2 shufflenetv2" [cifar100]="cnn mobilenetv2")
+# Two smoke steps leave a ResNet-50's BatchNorm statistics unsettled and its eval-mode logits overflow, so nasty
+# training against it diverges: smoke runs (SMOKE=1) train a ResNet-18 in its place, under the same names.
+arch() { if [[ $SMOKE == 1 && $1 == resnet50 ]]; then echo resnet18; else echo "$1"; fi; }
 kd_tau() { if [[ $1 == cnn ]]; then echo 4; else echo 20; fi; }
 es_epochs() {  # DIR: the first epoch at which the nasty run's test accuracy reaches S^2's, over the seeds' means
     python3 - "$OUT/$1" "$SEEDS" <<'PY'
@@ -20,7 +23,7 @@ import json, statistics, sys
 from pathlib import Path
 root, seeds = Path(sys.argv[1]), sys.argv[2].split(",")
 target = statistics.mean(json.loads((root / "s2" / f"s{s}" / "summary.json").read_text())["last_acc"] for s in seeds)
-curves = [[json.loads(line)["test_acc"] for line in (root / "nasty" / f"s{s}" / "metrics.jsonl").read_text().splitlines()]
+curves = [[json.loads(line)["test_acc"] for line in (root / "nasty" / f"s{s}" / "metrics.jsonl").open()]
           for s in seeds]
 means = [statistics.mean(epoch) for epoch in zip(*curves)]
 print(next((e for e, acc in enumerate(means, 1) if acc >= target), len(means)))
@@ -28,7 +31,7 @@ PY
 }
 
 for d in cifar10 cifar100; do
-    cell "$d/teachers/${teacher[$d]}/ce" train_teacher.py --dataset "$d" --arch "${teacher[$d]}" --defense ce
+    cell "$d/teachers/${teacher[$d]}/ce" train_teacher.py --dataset "$d" --arch "$(arch "${teacher[$d]}")" --defense ce
     for s in ${students[$d]}; do
         cell "$d/students/$s/ls" distill_student.py --dataset "$d" --arch "$s" --attack ls
     done
@@ -37,21 +40,21 @@ run_cells
 for d in cifar10 cifar100; do
     t=${teacher[$d]}
     read -ra settings <<< "${nasty[$d]}"
-    cell "$d/teachers/$t/nasty" train_teacher.py --dataset "$d" --arch "$t" "${settings[@]}" \
+    cell "$d/teachers/$t/nasty" train_teacher.py --dataset "$d" --arch "$(arch "$t")" "${settings[@]}" \
         --adversary "@$d/teachers/$t/ce"
 done
 run_cells
 for d in cifar10 cifar100; do
     t=${teacher[$d]}
     read -ra settings <<< "${nasty[$d]}"
-    cell "$d/teachers/$t/s2" train_teacher.py --dataset "$d" --arch "$t" "${settings[@]}" \
+    cell "$d/teachers/$t/s2" train_teacher.py --dataset "$d" --arch "$(arch "$t")" "${settings[@]}" \
         --adversary "@$d/teachers/$t/nasty"
 done
 run_cells
 for d in cifar10 cifar100; do
     t=${teacher[$d]}
     read -ra settings <<< "${nasty[$d]}"
-    cell "$d/teachers/$t/nasty-es" train_teacher.py --dataset "$d" --arch "$t" "${settings[@]}" \
+    cell "$d/teachers/$t/nasty-es" train_teacher.py --dataset "$d" --arch "$(arch "$t")" "${settings[@]}" \
         --adversary "@$d/teachers/$t/ce" --epochs "$(es_epochs "$d/teachers/$t")"
 done
 run_cells
