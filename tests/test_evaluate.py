@@ -47,6 +47,16 @@ def test_kl_to_reference(evaluated):
     assert 0 < stingy["test"]["kl_to_reference"] < math.inf  # KL(stingy || ce): stingy zeros contribute 0
 
 
+def test_several_checkpoints_are_measured_as_their_ensemble(ce_teacher, tmp_path):
+    """Two copies of one model: their mean logits are the model's, so its accuracy and KL 0 to itself."""
+    alone = run(ce_teacher, "--reference", ce_teacher, "--output", tmp_path / "alone.json", *FAST,
+                "--cmi-split", "none")
+    both = run(ce_teacher, ce_teacher, "--reference", ce_teacher, "--output", tmp_path / "both.json", *FAST,
+               "--cmi-split", "none")
+    assert both["test"]["acc"] == alone["test"]["acc"]
+    assert both["test"]["kl_to_reference"] == pytest.approx(0.0, abs=1e-12)
+    assert both["checkpoint"] == f"{ce_teacher} + {ce_teacher}"
+
 def test_cmi_over_the_training_set(evaluated):
     for result in evaluated:
         assert list(result["cmi"]) == ["1", "4", "32"]

@@ -2,10 +2,12 @@
 
     python -m undistill.evaluate runs/teacher-ce-cnn-s0/checkpoint.pt
     python -m undistill.evaluate runs/stingy/checkpoint.pt --reference runs/teacher-ce-cnn-s0/checkpoint.pt
+    python -m undistill.evaluate runs/nasty/checkpoint.pt runs/scm/s2/checkpoint.pt --reference runs/ce/checkpoint.pt
     torchrun --nproc_per_node=8 -m undistill.evaluate runs/in/ce/checkpoint.pt --data-dir /data/imagenet
 
 The model is loaded as a black box (`checkpoint.load_classifier`): a release is measured on the outputs its users
-see (a stingy release's sparse logits, an API release's log-probabilities). On each split of --split (default:
+see (a stingy release's sparse logits, an API release's log-probabilities); several checkpoints are measured as
+their ensemble, the mean of their logits (what an SCM student distills from). On each split of --split (default:
 test), in eval mode and without augmentation: top-1 (%), ECE (--ece-bins equal-width confidence bins), NLL (nats;
 inf when some label gets probability exactly 0, as a stingy or top-k release does for labels outside its top k;
 `label_excluded` is the fraction of such images), sparsity at --tau (mean number of classes with probability >
@@ -28,14 +30,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from . import UserError, checkpoint, datasets, distributed, loaders, metrics, releases, runs
+from . import UserError, checkpoint, datasets, distributed, loaders, metrics, models, releases, runs
 from .metrics import CMIAccumulator, SplitMetrics
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m undistill.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", type=Path, help="checkpoint written by train_teacher.py or distill_student.py")
+    p.add_argument("checkpoint", type=Path, nargs="+", help="checkpoint written by train_teacher.py or "
+                   "distill_student.py; several: their ensemble (the mean of their logits)")
     p.add_argument("--reference", type=Path, help="checkpoint to measure KL(model || reference) against")
     g = p.add_argument_group("measurements")
     g.add_argument("--split", default="test", choices=["test", "train", "both"],
@@ -117,13 +120,17 @@ def main(args):
     """Evaluate args.checkpoint; returns the result dict (also written to the JSON file on rank 0)."""
     temps = check_args(args)
     ctx = distributed.init(args.device)
-    model, ckpt = checkpoint.load_classifier(args.checkpoint)
+    loaded = [checkpoint.load_classifier(path) for path in args.checkpoint]
+    model, ckpt = loaded[0]  # an ensemble is described by its first member
+    if len(loaded) > 1:
+        model = models.Ensemble([m for m, _ in loaded]).eval()
     dataset = args.dataset or ckpt["dataset"]
     if dataset not in datasets.DATASETS:
-        raise UserError(f"{args.checkpoint} was trained on {dataset!r}, which this version cannot load: "
+        raise UserError(f"{args.checkpoint[0]} was trained on {dataset!r}, which this version cannot load: "
                         f"pass --dataset ({', '.join(sorted(datasets.DATASETS))})")
     info = datasets.load(dataset, args.data_dir, args.download, args.subset, args.seed, args.ffcv_dir)
-    checkpoint.check_compatible(ckpt, info, "checkpoint")
+    for path, (_, member) in zip(args.checkpoint, loaded):
+        checkpoint.check_compatible(member, info, f"checkpoint {path}")
     reference = None
     if args.reference is not None:
         reference, ref_ckpt = checkpoint.load_classifier(args.reference)
@@ -133,7 +140,7 @@ def main(args):
 
     splits = ["test", "train"] if args.split == "both" else [args.split]
     views = {"test": info.test, "train": unaugmented(info.train, info.test)}
-    result = {"checkpoint": str(args.checkpoint), "reference": str(args.reference) if args.reference else None,
+    result = {"checkpoint": " + ".join(map(str, args.checkpoint)), "reference": str(args.reference) if args.reference else None,
               "model": {k: ckpt.get(k) for k in ("arch", "dataset", "num_classes", "role", "method", "settings",
                                                  "release", "epoch")},
               "settings": {"tau": args.tau, "threshold": args.threshold, "ece_bins": args.ece_bins,
@@ -149,7 +156,7 @@ def main(args):
             result["cmi"] = {temperature_key(t): v for t, v in cmi.items()}
     result["time_s"] = time.perf_counter() - start
 
-    out = args.output or args.checkpoint.with_name(f"{args.checkpoint.stem}.eval.json")
+    out = args.output or args.checkpoint[0].with_name(f"{args.checkpoint[0].stem}.eval.json")
     ctx.on_main(lambda: write(out, result))
     ctx.print(summary(result, info, out))
     return result
