@@ -7,13 +7,12 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import distill_student
 import train_teacher
 from conftest import TINY, build_task, killed_and_resumed, run_script, step_once, tiny_classifier
-from undistill import UserError, checkpoint, datasets, engine, report
+from undistill import checkpoint, datasets, engine, report
 from undistill.distributed import Context
 from undistill.methods.datafree import (PenultimateFeatures, batchnorm_terms, bn_term, dafl, deepinversion,
                                         total_variation)

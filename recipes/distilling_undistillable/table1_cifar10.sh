@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Distilling the Undistillable: Learning from a Nasty Teacher (Jandial et al., ECCV 2022), Table 1, CIFAR-10 rows. A
-# ResNet-18 teachers trained normally (CE), nasty ones against them (tau_A 4, omega 0.04) and, from each nasty teacher
+# Distilling the Undistillable: Learning from a Nasty Teacher (Jandial et al., ECCV 2022), Table 1, CIFAR-10 rows.
+# A ResNet-18 teacher trained normally (CE), a nasty one against it (tau_A 4, omega 0.04) and, from the nasty teacher
 # S^1, the sequence of contrastive models S^2..S^4 (S^i a nasty model of the same architecture against S^(i-1));
 # students CNN, MobileNetV2 and ShuffleNetV2 trained from scratch (vanilla), with label smoothing (the verdict's
 # baseline), by KD from the normal and the nasty teacher (alpha 0.9; tau 4 for the CNN, 20 for the others: the paper's
