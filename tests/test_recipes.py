@@ -21,26 +21,21 @@ def smoke(script, out, seeds="0", **env):
                           capture_output=True, text=True, timeout=1800)
 
 
-def layouts(script):
-    """The layouts a recipe writes: the `table NAME.toml` lines of its script."""
-    lines = (ROOT / "recipes" / script).read_text().splitlines()
-    return [line.split()[1] for line in lines if line.startswith("table ")]
-
-
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("script", RECIPES, ids=str)
 def test_every_recipe_runs_in_smoke_mode_and_writes_the_papers_table(script, tmp_path):
     done = smoke(script, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert layouts(script), f"{script} writes no table"
-    for name in layouts(script):
-        layout = recipe.read_layout(ROOT / "recipes" / script.parent / name)
-        table = json.loads((tmp_path / name.replace(".toml", ".json")).read_text())
+    written = sorted(p.stem for p in tmp_path.glob("*.md"))
+    assert written, f"{script} writes no table"
+    for name in written:  # each table beside its layout, recipes/<paper>/<name>.toml
+        layout = recipe.read_layout(ROOT / "recipes" / script.parent / f"{name}.toml")
+        table = json.loads((tmp_path / f"{name}.json").read_text())
         assert [r["label"] for r in table["rows"]] == [r["label"] for r in layout["rows"]]
         assert [tuple(c) for c in table["columns"]] == [tuple(c) for c in layout["columns"]]
         for row in table["rows"]:  # every entry ran: a number of ours beside the paper's
             assert all(e["ours"] is not None for e in row["entries"]), (name, row["label"])
-        text = (tmp_path / name.replace(".toml", ".md")).read_text()
+        text = (tmp_path / f"{name}.md").read_text()
         assert all(f"{label} (paper)" in text for _, label in layout["columns"])
 
 
@@ -99,3 +94,15 @@ def test_a_killed_recipe_continues_to_the_table_of_an_uninterrupted_one(tmp_path
     assert again.returncode == 0, again.stderr[-3000:]
     assert "[1/" in again.stdout and "train_teacher.py" not in again.stdout  # the teachers were not trained again
     assert (out / "table1.md").read_text() == (tmp_path / "whole" / "table1.md").read_text()
+
+
+def test_a_rows_keys_read_a_column_as_another_in_its_cells_its_ls_students_and_the_baseline(tmp_path):
+    for name, acc in [("scratch/resnet50", 40.0), ("ls/resnet50", 45.0), ("kd/resnet50", 50.0),
+                      ("scratch/self", 0.0), ("ls/self", 0.0)]:
+        summary(tmp_path / name / "s0", acc)
+    layout = {"title": "t", "baseline": "base", "columns": [["self", "Teacher Self"]], "rows": [
+        {"label": "base", "cells": "scratch/{column}", "keys": {"self": "resnet50"}},
+        {"label": "kd", "cells": "kd/{column}", "ls": "ls/{column}", "keys": {"self": "resnet50"}}]}
+    base, kd = (r["entries"][0] for r in recipe.build_table(layout, tmp_path, [0])["rows"])
+    assert base["run"] == "scratch/resnet50" and base["ours"][0] == 40.0
+    assert kd["vs_baseline"] == 10.0 and kd["vs_ls"] == 5.0 and kd["undistillable"] is False

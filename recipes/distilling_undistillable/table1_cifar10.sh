@@ -10,54 +10,5 @@
 # 160 epochs, x0.1 at 80 and 120; the CNN Adam 1e-3, 100 epochs.
 #   bash recipes/distilling_undistillable/table1_cifar10.sh [RUN_DIR]
 #   (SEEDS, LAUNCH, SMOKE, CIFAR10_DIR: recipes/lib.sh)
-source "$(dirname "$0")/../lib.sh" distilling_undistillable/table1_cifar10 "$@"
-data=(--dataset cifar10)
-nasty=(--defense nasty --tau 4 --omega 0.04)
-teachers=(resnet18)
-students=(cnn mobilenetv2 shufflenetv2)
-kd_tau() { if [[ $1 == cnn ]]; then echo 4; else echo 20; fi; }
-
-for t in "${teachers[@]}"; do
-    cell "teachers/$t/ce" train_teacher.py "${data[@]}" --arch "$t" --defense ce
-done
-for s in "${students[@]}"; do
-    cell "students/$s/scratch" distill_student.py "${data[@]}" --arch "$s" --attack scratch
-    cell "students/$s/ls" distill_student.py "${data[@]}" --arch "$s" --attack ls
-done
-run_cells
-for t in "${teachers[@]}"; do
-    cell "teachers/$t/nasty" train_teacher.py "${data[@]}" --arch "$t" "${nasty[@]}" --adversary "@teachers/$t/ce"
-    for s in "${students[@]}"; do
-        cell "students/$s/$t/kd-ce" distill_student.py "${data[@]}" --arch "$s" --attack kd \
-            --teacher "@teachers/$t/ce" --alpha 0.9 --tau "$(kd_tau "$s")"
-    done
-done
-run_cells
-for i in 2 3 4; do  # S^i contrasts with S^(i-1), a stage each; the nasty teachers' students train beside S^2
-    for t in "${teachers[@]}"; do
-        previous=$([[ $i == 2 ]] && echo nasty || echo "s$((i - 1))")
-        cell "teachers/$t/s$i" train_teacher.py "${data[@]}" --arch "$t" "${nasty[@]}" \
-            --adversary "@teachers/$t/$previous"
-        [[ $i == 2 ]] || continue
-        for s in "${students[@]}"; do
-            cell "students/$s/$t/kd-nasty" distill_student.py "${data[@]}" --arch "$s" --attack kd \
-                --teacher "@teachers/$t/nasty" --alpha 0.9 --tau "$(kd_tau "$s")"
-            cell "students/$s/$t/htc" distill_student.py "${data[@]}" --arch "$s" --attack htc \
-                --teacher "@teachers/$t/nasty" --alpha 0.9 --tau 50 --multiplier 50
-        done
-        cell "students/mobilenetv2/$t/skeptical" distill_student.py "${data[@]}" --arch mobilenetv2 \
-            --attack skeptical --teacher "@teachers/$t/nasty" --alpha 0.9 --tau 20
-    done
-    run_cells
-done
-for t in "${teachers[@]}"; do
-    for s in "${students[@]}"; do
-        tau=$(kd_tau "$s")
-        cell "students/$s/$t/scm-k4" distill_student.py "${data[@]}" --arch "$s" --attack scm \
-            --teacher "@teachers/$t/nasty" "@teachers/$t/s2" "@teachers/$t/s3" "@teachers/$t/s4" \
-            --alpha 0.9 --tau "$tau" --multiplier $((tau * tau))
-    done
-done
-run_cells
-table table1_cifar10.toml
-table table1_cifar10_skeptical.toml
+# The CIFAR-100 rows' script (table1_cifar100.sh) on CIFAR-10.
+TABLE=table1_cifar10 DATASET=cifar10 exec bash "$(dirname "$0")/table1_cifar100.sh" "$@"

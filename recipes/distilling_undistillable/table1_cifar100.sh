@@ -10,11 +10,18 @@
 # SGD 0.1, 200 epochs, x0.2 at 60, 120 and 160; the CNN Adam 1e-3, 100 epochs.
 #   bash recipes/distilling_undistillable/table1_cifar100.sh [RUN_DIR]
 #   (SEEDS, LAUNCH, SMOKE, CIFAR100_DIR: recipes/lib.sh)
-source "$(dirname "$0")/../lib.sh" distilling_undistillable/table1_cifar100 "$@"
-data=(--dataset cifar100)
-nasty=(--defense nasty --tau 20 --omega 0.005)
-teachers=(resnet18 resnet50)
-students=(cnn mobilenetv2 shufflenetv2)
+# The CIFAR-10 and Tiny-ImageNet rows (table1_cifar10.sh, table1_tinyimagenet.sh) are this script with TABLE and
+# DATASET set: the dataset's tau_A and omega, on CIFAR-10 the ResNet-18 teacher alone, on Tiny-ImageNet no CNN (it
+# takes 32 px images only).
+TABLE=${TABLE:-table1_cifar100}
+source "$(dirname "$0")/../lib.sh" "distilling_undistillable/$TABLE" "$@"
+dataset=${DATASET:-cifar100}
+data=(--dataset "$dataset")
+nasty=(--defense nasty)  # the dataset's tau_A and omega
+teachers=(resnet18)
+[[ $dataset == cifar10 ]] || teachers+=(resnet50)
+students=(mobilenetv2 shufflenetv2)
+[[ $dataset == tinyimagenet ]] || students=(cnn "${students[@]}")
 # Two smoke steps leave a ResNet-50's BatchNorm statistics unsettled and its eval-mode logits overflow, so nasty
 # training against it diverges: smoke runs (SMOKE=1) train a ResNet-18 in its place, under the same names.
 arch() { if [[ $SMOKE == 1 && $1 == resnet50 ]]; then echo resnet18; else echo "$1"; fi; }
@@ -63,5 +70,5 @@ for t in "${teachers[@]}"; do
     done
 done
 run_cells
-table table1_cifar100.toml
-table table1_cifar100_skeptical.toml
+table "$TABLE.toml"
+table "${TABLE}_skeptical.toml"

@@ -5,8 +5,10 @@
 # teacher's own architecture) trained from scratch, with label smoothing (the verdict's baseline) and by KD from each
 # teacher (alpha 0.9, the dataset's tau 20). The dataset's schedule: SGD 0.1, 200 epochs, x0.2 at 60, 120 and 160.
 #   bash recipes/nasty_teacher/table2.sh [RUN_DIR]        (SEEDS, LAUNCH, SMOKE, CIFAR100_DIR: recipes/lib.sh)
-source "$(dirname "$0")/../lib.sh" nasty_teacher/table2 "$@"
-data=(--dataset cifar100)
+# Table 3 (table3.sh) is this script on Tiny-ImageNet: TABLE=table3 DATASET=tinyimagenet.
+TABLE=${TABLE:-table2}
+source "$(dirname "$0")/../lib.sh" "nasty_teacher/$TABLE" "$@"
+data=(--dataset "${DATASET:-cifar100}")
 teachers=(resnet18 resnet50 resnext29)
 
 for t in "${teachers[@]}"; do
@@ -33,4 +35,4 @@ for arch in shufflenetv2 mobilenetv2 "${teachers[@]}"; do
     done
 done
 run_cells
-table table2.toml
+table "$TABLE.toml"
