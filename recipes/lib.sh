@@ -6,6 +6,9 @@
 #   run_cells                     runs the cells declared since the last run_cells (finished ones are skipped,
 #                                 unfinished ones resumed), then forgets them
 #   table LAYOUT.toml             writes $OUT/<layout name>.md and .json: the paper's table, ours beside its numbers
+#   evaluate OPTIONS...           python -m undistill.evaluate OPTIONS (a measure of trained checkpoints)
+# One Python process, started here, does the work of these words (undistill.recipe serve): torch is imported once
+# per recipe, not once per stage.
 #
 # What the environment chooses (recipes/README.md):
 #   SEEDS=0,1,2          the seeds (each cell runs once per seed)
@@ -41,16 +44,31 @@ case $LAUNCH in
     *) echo "error: LAUNCH=$LAUNCH (choose local, torchrun, slurm or slurm-local)" >&2; exit 2 ;;
 esac
 
+exec {_stdout}>&1
+coproc _server { exec python3 -m undistill.recipe serve 3>&1 1>&"$_stdout"; }
+_requests=${_server[1]} _answers=${_server[0]}
+_ask() {  # a request to the server (a module of undistill and its arguments); returns its exit code
+    printf '%q ' "$@" >&"$_requests"
+    echo >&"$_requests"
+    local code
+    read -r code <&"$_answers" || code=1
+    return "$code"
+}
+
 cell() {
     printf '%q ' "$@" >> "$_cells"
     echo >> "$_cells"
 }
 
 run_cells() {
-    python3 -m undistill.recipe run "$_cells" "${_run[@]}"
+    _ask recipe run "$_cells" "${_run[@]}"
     : > "$_cells"
 }
 
 table() {
-    python3 -m undistill.recipe table "$LAYOUTS/$1" --out "$OUT" --seeds "$SEEDS"
+    _ask recipe table "$LAYOUTS/$1" --out "$OUT" --seeds "$SEEDS"
+}
+
+evaluate() {
+    _ask evaluate "$@"
 }

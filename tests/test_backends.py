@@ -139,7 +139,8 @@ def uninterrupted(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("trial", range(5))
+# two kills per backend, each at a random moment within a second after the first checkpoint
+@pytest.mark.parametrize("trial", range(2))
 @pytest.mark.parametrize("backend", ["ddp", "deepspeed", "accelerate"])
 def test_sigkill_then_resume_equals_uninterrupted_run(backend, trial, uninterrupted, tmp_path):
     whole = uninterrupted(backend)

@@ -39,6 +39,22 @@ def test_every_recipe_runs_in_smoke_mode_and_writes_the_papers_table(script, tmp
         assert all(f"{label} (paper)" in text for _, label in layout["columns"])
 
 
+def test_a_failed_stage_stops_the_recipe_with_its_one_line_error_and_keeps_the_stages_before(tmp_path):
+    script = tmp_path / "recipe.sh"  # two stages served by the recipe's one process, the second refused
+    script.write_text(f'source {ROOT}/recipes/lib.sh nasty_teacher/test "$@"\n'
+                      "cell good train_teacher.py --arch cnn --epochs 1 --max-steps 1 --batch-size 2 --quiet\n"
+                      "run_cells\n"
+                      "cell bad train_teacher.py --arch cnn --epochs 0\n"
+                      "run_cells\n"
+                      "echo not reached\n")
+    env = dict(os.environ, SEEDS="0", PYTHONPATH=str(ROOT))
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 2 and "not reached" not in done.stdout, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "error: --epochs 0 is outside [1, inf)"
+    assert (tmp_path / "out" / "good" / "s0" / "summary.json").is_file()
+
+
 def summary(path, acc, epochs=1):
     path.mkdir(parents=True)
     (path / "summary.json").write_text(json.dumps({"last_acc": acc, "best_acc": acc, "epochs": epochs}))

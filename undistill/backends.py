@@ -35,10 +35,11 @@ def add_arguments(group):
 def resolve_precision(args):
     """The run's precision: DeepSpeed's config or Accelerate's launch config decide it for those backends (whose
     packages must then be installed: checked here, before the run writes anything)."""
+    if args.backend == "deepspeed":  # read before the import, which takes seconds: a bad file is told at once
+        config = read_deepspeed_config(args.deepspeed_config)
     if args.backend != "ddp":
         require(args.backend, args.backend, f"--backend {args.backend}")
     if args.backend == "deepspeed":
-        config = read_deepspeed_config(args.deepspeed_config)
         autocast = config.get("torch_autocast", {})
         chosen = "bf16" if autocast.get("enabled") else "fp32"
         where = str(args.deepspeed_config)

@@ -4,6 +4,7 @@ the work behind those three words.
 
     python -m undistill.recipe run CELLS --out OUT --seeds 0,1,2 [--smoke] [--jobs N | --nproc-per-cell N | --slurm ...]
     python -m undistill.recipe table LAYOUT.toml --out OUT --seeds 0,1,2 [--paper-only]
+    python -m undistill.recipe serve      (the requests on standard input, one per line: see serve)
 
 CELLS holds one cell per line: its name (a path below OUT), the entry script and its options, shell-quoted. Each
 cell runs once per seed, in OUT/<name>/s<seed>, with `--seed` set; `@NAME` in its options stands for the same
@@ -18,9 +19,11 @@ A layout (TOML) is a paper's table: its columns, and per row the run directories
 that decide the undistillable verdict, and the paper's numbers; see recipes/README.md.
 """
 import argparse
+import importlib
 import os
 import shlex
 import statistics
+import sys
 import tomllib
 from pathlib import Path
 
@@ -294,6 +297,23 @@ def write_table(args):
         runs.write_json(args.out / f"{stem}.json", table)
 
 
+def serve():
+    """Run the requests on standard input, one per line, shell-quoted: a module of this package and its arguments
+    (`recipe run CELLS ...`, `recipe table ...`, `evaluate ...`), each answered with its exit code on file
+    descriptor 3. A recipe (recipes/lib.sh) sends its stages here, so one process, one import of torch, serves the
+    whole recipe: a smoke run's cells take less time than starting Python."""
+    with open(3, "w") as answers:
+        for line in sys.stdin:
+            name, *argv = shlex.split(line)
+            module = importlib.import_module(f"{__package__}.{name}")
+            try:
+                distributed.run(module.main, module.parse_args(argv))
+                code = 0
+            except SystemExit as e:  # a UserError's exit 2, argparse's, a signal's
+                code = e.code if isinstance(e.code, int) else 1
+            print(code, file=answers, flush=True)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m undistill.recipe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -314,6 +334,8 @@ def parse_args(argv=None):
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--seeds", default="0,1,2")
     t.add_argument("--paper-only", action="store_true", help="the paper's numbers alone (ours: not run)")
+    sub.add_parser("serve", help="run the requests on standard input, each answered with its exit code on file "
+                   "descriptor 3 (recipes/lib.sh)")
     return p.parse_args(argv)
 
 
@@ -322,8 +344,10 @@ def main(args):
         if args.jobs < 1 or args.nproc_per_cell < 1:
             raise UserError("--jobs and --nproc-per-cell must be at least 1")
         run_cells(args)
-    else:
+    elif args.command == "table":
         write_table(args)
+    else:
+        serve()
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ evaluate=(--data-dir "${CIFAR100_DIR:-data/cifar100}" --device "${DEVICE:-auto}"
 for seed in ${SEEDS//,/ }; do
     for t in "${teachers[@]}"; do
         run=$OUT/teachers/$t/s$seed
-        [[ -f $run/checkpoint.eval.json ]] || python3 -m undistill.evaluate "$run/checkpoint.pt" \
+        [[ -f $run/checkpoint.eval.json ]] || evaluate "$run/checkpoint.pt" \
             --reference "$OUT/teachers/ce/s$seed/checkpoint.pt" --temperatures 1,2,4,8,16,32 "${evaluate[@]}" \
             --output "$run/checkpoint.eval.json"
     done

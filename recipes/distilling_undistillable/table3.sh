@@ -43,7 +43,7 @@ for c in "${columns[@]}"; do
             [[ -f $eval_json ]] && continue
             members=("$(checkpoint nasty)")
             [[ $model == s4 ]] && members+=("$(checkpoint s2)" "$(checkpoint s3)" "$(checkpoint s4)")
-            python3 -m undistill.evaluate "${members[@]}" --reference "$(checkpoint ce)" --tau 1 --cmi-split none \
+            evaluate "${members[@]}" --reference "$(checkpoint ce)" --tau 1 --cmi-split none \
                 --data-dir "$data_dir" --workers 0 --device "${DEVICE:-auto}" --output "$eval_json"
         done
     done
