@@ -521,14 +521,17 @@ def main(args):
     plan = make_plan(args)
     info = datasets.load(plan.record.name, args.data_dir)  # the split sizes for the estimate; the test split
     plan.train_size = len(info.train)
-    step_s, start_s = measured_step(plan, args.device), measured_start()
     units = list(plan.units())
     left = sum(cells.state(d, plan.epochs) != "done" for *_, d in units)
+    if left:  # measured only when there is something to run: a finished audit's report is rewritten at once
+        step_s, start_s = measured_step(plan, args.device), measured_start()
+        when = (f"about {estimate(plan, step_s, start_s, args, info) / 60:.0f} min here ({step_s * 1000:.0f} ms per "
+                f"measured step, {start_s:.0f} s per process start, {args.jobs} at a time)")
+    else:
+        when = "every student trained: the report only"
     print(f"audit of {args.teacher} on {plan.record.name}: {len(plan.cells)} cells x {len(plan.archs)} "
           f"architecture(s) x {len(plan.seeds)} seed(s) = {len(units)} students ({left} to run), {plan.epochs} "
-          f"epochs each, releases {', '.join(plan.releases)}; about {estimate(plan, step_s, start_s, args, info) / 60:.0f} "
-          f"min here ({step_s * 1000:.0f} ms per measured step, {start_s:.0f} s per process start, {args.jobs} at a "
-          "time) -> {plan.out}", flush=True)
+          f"epochs each, releases {', '.join(plan.releases)}; {when} -> {plan.out}", flush=True)
     for cell in plan.cells:
         print(f"  {cell.release or 'baseline'}: {cell.name} ({' '.join([cell.attack, *cell.options])}, share "
               f"{cell.share:g}{', white-box' if cell.white_box else ''})", flush=True)
