@@ -45,22 +45,37 @@ def weights(out):
 
 
 @pytest.fixture(scope="module")
-def ddp_runs(tmp_path_factory, ce_teacher):
-    """The reference: a teacher and a KD student trained by plain DDP over 2 processes."""
-    root = tmp_path_factory.mktemp("ddp")
-    run(launch("ddp", "train_teacher.py", *TINY, "--epochs", "2", "--output", str(root / "teacher")))
-    run(launch("ddp", "distill_student.py", *TINY, "--epochs", "2", "--attack", "kd", "--teacher", str(ce_teacher),
-               "--output", str(root / "student")))
-    return root
+def trained(tmp_path_factory):
+    """(name, command) -> the run directory of `command(directory)`, run once per module on first use."""
+    done = {}
+
+    def get(name, command):
+        if name not in done:
+            done[name] = tmp_path_factory.mktemp(name)
+            run(command(done[name]))
+        return done[name]
+    return get
+
+
+@pytest.fixture
+def teacher(trained):
+    """backend -> a teacher trained by it over 2 processes for 2 epochs (ddp: the reference)."""
+    return lambda backend: trained(f"teacher-{backend}", lambda out: launch(
+        backend, "train_teacher.py", *TINY, "--epochs", "2", "--output", str(out)))
+
+
+@pytest.fixture
+def student(trained, ce_teacher):
+    """backend -> a KD student trained by it over 2 processes for 2 epochs (ddp: the reference)."""
+    return lambda backend: trained(f"student-{backend}", lambda out: launch(
+        backend, "distill_student.py", *TINY, "--epochs", "2", "--attack", "kd", "--teacher", str(ce_teacher),
+        "--output", str(out)))
 
 
 @pytest.mark.parametrize("backend", ["deepspeed", "accelerate"])
-def test_backend_trains_both_scripts_as_ddp_does(backend, ddp_runs, ce_teacher, tmp_path):
-    run(launch(backend, "train_teacher.py", *TINY, "--epochs", "2", "--output", str(tmp_path / "teacher")))
-    run(launch(backend, "distill_student.py", *TINY, "--epochs", "2", "--attack", "kd", "--teacher", str(ce_teacher),
-               "--output", str(tmp_path / "student")))
-    for role in ("teacher", "student"):
-        ours, reference = tmp_path / role, ddp_runs / role
+def test_backend_trains_both_scripts_as_ddp_does(backend, teacher, student):
+    for trained_by in (teacher, student):
+        ours, reference = trained_by(backend), trained_by("ddp")
         assert {p.name for p in reference.iterdir()} <= {p.name for p in ours.iterdir()}
         summary, expected = (json.loads((d / "summary.json").read_text()) for d in (ours, reference))
         assert summary.keys() == expected.keys() and summary["args"]["backend"] == backend
@@ -73,9 +88,8 @@ def test_backend_trains_both_scripts_as_ddp_does(backend, ddp_runs, ce_teacher, 
             assert torch.allclose(weights(ours)[name].float(), tensor.float(), atol=1e-4), name
 
 
-def test_deepspeed_checkpoint_converts_and_serves_as_teacher(ce_teacher, tmp_path):
-    out = tmp_path / "zero2"
-    run(launch("deepspeed", "train_teacher.py", *TINY, "--epochs", "2", "--output", str(out)))
+def test_deepspeed_checkpoint_converts_and_serves_as_teacher(teacher, tmp_path):
+    out = teacher("deepspeed")  # ZeRO-2
     assert [p.name for p in (out / "deepspeed").glob("epoch*")] == ["epoch2"]  # the previous epoch's shards are gone
     converted = tmp_path / "converted.pt"
     proc = run([sys.executable, "-m", "undistill.backends", str(out / "deepspeed"), str(converted)])
@@ -126,17 +140,10 @@ def kill_command(backend, out):
     return launch(backend, *KILL_ARGV, "--output", str(out))
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    """backend -> the run directory of its uninterrupted run (trained once, on first use)."""
-    runs = {}
-
-    def get(backend):
-        if backend not in runs:
-            runs[backend] = tmp_path_factory.mktemp(f"whole-{backend}")
-            run(kill_command(backend, runs[backend]))
-        return runs[backend]
-    return get
+@pytest.fixture
+def uninterrupted(trained):
+    """backend -> the run directory of its uninterrupted run."""
+    return lambda backend: trained(f"whole-{backend}", lambda out: kill_command(backend, out))
 
 
 # two kills per backend, each at a random moment within a second after the first checkpoint
