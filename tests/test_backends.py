@@ -79,6 +79,7 @@ def test_backend_trains_both_scripts_as_ddp_does(backend, teacher, student):
         assert {p.name for p in reference.iterdir()} <= {p.name for p in ours.iterdir()}
         summary, expected = (json.loads((d / "summary.json").read_text()) for d in (ours, reference))
         assert summary.keys() == expected.keys() and summary["args"]["backend"] == backend
+        assert expected["args"]["backend"] == "ddp"  # the reference is the DDP run, not this one
         # the same optimization: fp32 on the CPU, so the two runs agree to float rounding of the gradient sums
         for a, b in zip(metrics(ours), metrics(reference), strict=True):
             assert a.keys() == b.keys()
