@@ -12,6 +12,23 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Under pytest-xdist (the default: pyproject.toml), the workers share the machine's cores: each worker's torch and the
+# processes its tests start (through the environment) get their share, so that kernels do not spin against each other.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+    torch.set_num_threads(_threads)
+
+# The longest modules, longest first. xdist (--dist loadscope) hands whole modules to the workers in collection order,
+# so starting with these lets the workers finish together; the other modules follow in their usual order.
+LONGEST_FIRST = ("test_recipes.py", "test_backends.py", "test_scripts.py", "test_fuzz.py", "test_audit.py",
+                 "test_slurm.py", "test_datafree.py", "test_faults.py", "test_launch.py", "test_imagenet.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 # Tiny, fast settings for end-to-end runs on the built-in data: 200 training images, one worker-free loader.
 TINY = ["--dataset", "mnist5k", "--arch", "cnn", "--subset", "20", "--batch-size", "50", "--workers", "0",
         "--quiet", "--log-every", "2"]
