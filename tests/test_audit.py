@@ -165,8 +165,10 @@ def test_an_audit_end_to_end_reports_what_its_runs_measured(ce_teacher, tmp_path
     assert report["releases"]["full"]["kl_to_reference"] == pytest.approx(0.0, abs=1e-9)  # against itself
     text = (out / "report.md").read_text()
     assert all(v in text for v in report["verdicts"].values()) and "kd-t4" in text
+    page = (out / "report.html").read_text()  # the same report as one page: its sentences, tables and figures
+    assert all(v in page for v in report["verdicts"].values()) and page.count("<table>") == 2
     for figure in ("temperature.png", "responses.png", "tsne.png", "reliability.png"):
-        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f'src="{figure}"' in page
     # run again: every cell is done, nothing is trained and the same report is written
     before = {p: p.stat().st_mtime_ns for p in out.rglob("checkpoint.pt")}
     audit.main(audit.parse_args(argv))

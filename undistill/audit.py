@@ -7,12 +7,13 @@ checkpoint, and answers with the verdict against the label-smoothing student, th
 Each cell (a student trained by one attack, one seed, against one release of the teacher) is its own run
 directory under --output: a finished cell is skipped and an unfinished one resumed, so running the same command
 again after an interruption continues. The cells run as `distill_student.py` processes, --jobs at a time (each
-under torchrun with --nproc-per-cell), and the report is written at the end: report.md, report.json and the
-figures (PNG). Undistillable means the student distilled from the teacher does not beat the LS student of the
+under torchrun with --nproc-per-cell), and the report is written at the end: report.md, report.json, the
+figures (PNG) and report.html (report.md as one page, with its figures). Undistillable means the student distilled from the teacher does not beat the LS student of the
 same architecture trained on the same data without the teacher.
 """
 import argparse
 import hashlib
+import html
 import json
 import math
 import shutil
@@ -474,8 +475,25 @@ def markdown(report, figures):
         cmi = " / ".join(f"{cost['cmi'].get(t, math.nan):.4f}" for t in ("1", "4", "16"))
         lines.append(f"| {name} | {cost['acc']:.2f} | {cost['ece']:.4f} | {cost['nll']:.4f} | {kl} | {cmi} |")
     if figures:
-        lines += ["", "## Figures", ""] + [f"![{caption}]({path.name})  \n{caption}" for caption, path in figures]
+        lines += ["", "## Figures"] + [f"\n![{caption}]({path.name})  \n{caption}" for caption, path in figures]
     return "\n".join(lines) + "\n"
+
+
+STYLE = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.4}"
+         "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right}"
+         "th:first-child,td:first-child{text-align:left}img{max-width:100%}")
+
+
+def page(text, title):
+    """report.md as one HTML page to open in a browser or send on (its figures beside it), through Python-Markdown;
+    None where that package is missing (a bare GPU image): the report itself does not need it."""
+    try:
+        import markdown as python_markdown
+    except ImportError:
+        return None
+    body = python_markdown.markdown(text, extensions=["tables"])
+    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
 
 
 def draw(report, info, labels, out):
@@ -541,8 +559,14 @@ def main(args):
         return
     report, labels = measure(plan, args, info)
     drawn = draw(report, info, labels, plan.out)
-    runs.write_text(plan.out / "report.md", markdown(report, drawn))
+    text = markdown(report, drawn)
+    runs.write_text(plan.out / "report.md", text)
     runs.write_json(plan.out / "report.json", without_logits(report))
+    shared = page(text, f"Audit of {report['teacher']}")
+    if shared is None:
+        print("report.html not written: pip install markdown", flush=True)
+    else:
+        runs.write_text(plan.out / "report.html", shared)
     print("\n".join(report["verdicts"].values()) + f"\nreport: {plan.out / 'report.md'}", flush=True)
 
 
