@@ -40,15 +40,19 @@ def test_a_shortened_schedule_scales_its_milestones():
 
 
 def test_releases_and_a_chosen_attack_bring_only_their_baselines(ce_teacher, tmp_path):
-    plan = plan_of(ce_teacher, "--release", "full", "stingy:ratio=0.3", "--attacks", "kd-t4-share0.01", "htc",
-                   "--output", str(tmp_path))
+    argv = [str(ce_teacher), "--release", "full", "stingy:ratio=0.3", "--attacks", "kd-t4-share0.01", "htc",
+            "--output", str(tmp_path), "--data-dir", "data/mnist5k"]
+    args = audit.parse_args(argv)
+    plan = audit.make_plan(args)
     assert [(c.release, c.name) for c in plan.cells] == [
         (None, "ls"), (None, "scratch"), (None, "ls-share0.01"), (None, "scratch-share0.01"),
         ("full", "htc"), ("full", "kd-t4-share0.01"), ("stingy:ratio=0.3", "htc"),
         ("stingy:ratio=0.3", "kd-t4-share0.01")]
     assert plan.releases["stingy:ratio=0.3"] == tmp_path / "releases" / "stingy_ratio=0.3" / "checkpoint.pt"
-    assert audit.release_command("stingy:ratio=0.3", plan, plan.releases["stingy:ratio=0.3"])[:8] == [
+    command = audit.release_command("stingy:ratio=0.3", plan, plan.releases["stingy:ratio=0.3"], args)
+    assert command[:8] == [
         "train_teacher.py", "--defense", "stingy", "--from", str(ce_teacher), "--dataset", "mnist5k", "--ratio"]
+    assert command[-2:] == ["--data-dir", "data/mnist5k"]  # it measures the release on the students' test split
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -232,13 +232,14 @@ def has_stages(arch):
 
 # ---- running the cells
 
-def release_command(spec, plan, path):
-    """train_teacher.py writing the released checkpoint of one release spec (NAME[:OPTION=VALUE...])."""
+def release_command(spec, plan, path, args):
+    """train_teacher.py writing the released checkpoint of one release spec (NAME[:OPTION=VALUE...]); it measures
+    the release on the test split, so it reads the data as the students do."""
     name, *settings = spec.split(":")
     options = [part for setting in settings for part in (f"--{setting.partition('=')[0]}",
                                                           setting.partition("=")[2])]
     return ["train_teacher.py", "--defense", name, "--from", str(plan.teacher), "--dataset", plan.record.name,
-            *options, "--output", str(path.parent)]
+            *options, "--device", args.device, "--output", str(path.parent), *data_option(args)]
 
 
 def run_of(cell, arch, seed, plan, args, out):
@@ -252,9 +253,11 @@ def run_of(cell, arch, seed, plan, args, out):
         command += ["--subset", f"{cell.share:g}"]
         if plan.batch(cell) != BATCH:
             command += ["--batch-size", str(plan.batch(cell))]
-    if args.data_dir:
-        command += ["--data-dir", str(args.data_dir)]
-    return cells.Cell(tuple(command), out, plan.epochs)
+    return cells.Cell(tuple(command + data_option(args)), out, plan.epochs)
+
+
+def data_option(args):
+    return ["--data-dir", str(args.data_dir)] if args.data_dir else []
 
 
 def measured_step(plan, device):
@@ -335,7 +338,7 @@ def run(plan, args):
     claim(plan, args)
     for spec, path in plan.releases.items():
         if path != plan.teacher and not (path.parent / "summary.json").is_file():
-            if cells.execute(release_command(spec, plan, path) + ["--overwrite"], out / "logs" / "releases.log"):
+            if cells.execute(release_command(spec, plan, path, args) + ["--overwrite"], out / "logs" / "releases.log"):
                 raise UserError(f"the {spec} release failed: see {out / 'logs' / 'releases.log'}")
     todo = [run_of(cell, arch, seed, plan, args, d) for cell, arch, seed, d in plan.units()]
     if args.slurm or args.slurm_local:
