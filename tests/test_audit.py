@@ -1,11 +1,16 @@
 """The audit: its plan per budget, refused options, skipping and resuming cells, the verdict sentence, and an audit
 run end to end whose report is recomputed here from the run summaries and checkpoints."""
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
+from conftest import ROOT
 from undistill import UserError, audit, cells, checkpoint, datasets, metrics
 
 
@@ -198,11 +203,47 @@ def test_a_small_share_takes_a_smaller_batch(ce_teacher, tmp_path):
 
 def test_cells_run_under_torchrun_with_their_share_of_the_threads(tmp_path, monkeypatch):
     ran = []
-    monkeypatch.setattr(cells.subprocess, "run", lambda command, **kw: ran.append((command, kw["env"])) or
-                        type("Done", (), {"returncode": 0})())
+    monkeypatch.setattr(cells.subprocess, "Popen", lambda command, **kw: ran.append((command, kw["env"])) or
+                        type("Done", (), {"wait": lambda self: 0})())
     monkeypatch.setattr(cells.os, "cpu_count", lambda: 16)
     assert cells.execute(["distill_student.py", "--attack", "ls"], tmp_path / "logs" / "ls.log", 2, 4) == 0
     command, env = ran[0]
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert command[5:] == ["distill_student.py", "--attack", "ls"] and env["OMP_NUM_THREADS"] == "2"
     assert (tmp_path / "logs" / "ls.log").read_text().startswith("$ distill_student.py --attack ls")
+
+
+SLEEPER = """import os, sys, time
+from pathlib import Path
+out = Path(sys.argv[1]); out.mkdir(parents=True)
+(out / "pid").write_text(str(os.getpid()))
+time.sleep(300)
+"""
+RUNNER = """import sys
+from pathlib import Path
+from undistill import cells, distributed
+root = Path(sys.argv[1])
+todo = [cells.Cell((sys.argv[2], str(root / name)), root / name, 1) for name in ("first", "second")]
+distributed.run(lambda _: cells.run(todo, root, "cells"), None)
+"""
+
+
+def test_a_terminated_run_of_cells_stops_its_cell_and_starts_no_other(tmp_path):
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    root = tmp_path / "cells"
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(root), str(tmp_path / "sleeper.py")], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (root / "first" / "pid").is_file() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # the pid written, not necessarily read back whole
+        pid = int((root / "first" / "pid").read_text())
+        proc.terminate()
+        assert proc.wait(timeout=60) == 143 and "terminated" in proc.stderr.read()  # not after the sleeper's 300 s
+    finally:
+        proc.kill()
+    with pytest.raises(ProcessLookupError):  # the running cell was stopped with the run
+        os.kill(pid, 0)
+    assert not (root / "second").exists()  # and the queued one never started

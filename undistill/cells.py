@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,9 +61,9 @@ def script(name):
     return importlib.import_module(Path(name).stem)
 
 
-def execute(command, log, jobs=1, nproc=1):
+def execute(command, log, jobs=1, nproc=1, processes=None):
     """Run one entry script to the end as a process (python, or torchrun with `nproc` processes), its output
-    appended to `log`; returns the exit code."""
+    appended to `log`; returns the exit code (None where `processes` had already stopped: it did not start)."""
     prefix = [sys.executable] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     threads = max(1, (os.cpu_count() or 1) // (jobs * nproc))
@@ -72,14 +73,47 @@ def execute(command, log, jobs=1, nproc=1):
     with open(log, "a") as f:
         f.write(f"$ {' '.join(command)}\n")
         f.flush()
-        return subprocess.run(prefix + command, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+        proc = (processes or Processes()).start(prefix + command, cwd=ROOT, env=env, stdout=f,
+                                                 stderr=subprocess.STDOUT)
+        if proc is None:
+            return None
+        try:
+            return proc.wait()
+        except BaseException:  # interrupted here: the run stops as it would alone
+            proc.terminate()
+            proc.wait()
+            raise
+
+
+class Processes:
+    """The processes of a run of cells, so that an interrupted run (Ctrl-C, SIGTERM) starts no other cell and stops
+    the running ones as SIGTERM stops a run alone: at the step, with its last finished epoch kept."""
+
+    def __init__(self):
+        self.lock, self.started, self.stopped = threading.Lock(), [], False
+
+    def start(self, argv, **options):
+        with self.lock:  # no process starts once stop() has begun
+            if self.stopped:
+                return None
+            self.started.append(subprocess.Popen(argv, **options))
+            return self.started[-1]
+
+    def stop(self):
+        with self.lock:
+            self.stopped = True
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.started:
+            proc.wait()
 
 
 def run(cells, root, desc, jobs=1, nproc=1, here=False):
     """Take every unfinished cell to its end. `here`: one after the other in this process, their output shown
     (no process start per cell: what a smoke run of a recipe needs); else as processes, `jobs` at a time, with
     one progress bar and a log per cell under `root`/logs. A failed cell stops nothing else; the error names
-    the failed cells' logs."""
+    the failed cells' logs. Interrupted, the run stops its cells and starts no other (Processes)."""
     todo = [c for c in cells if c.state() != "done"]
     if here:
         for i, cell in enumerate(todo):
@@ -88,16 +122,22 @@ def run(cells, root, desc, jobs=1, nproc=1, here=False):
             module = script(command[0])
             module.main(module.parse_args(command[1:]))
         return
-    failed = []
+    failed, processes = [], Processes()
     with tqdm(total=len(todo), desc=desc, unit="cell", dynamic_ncols=True, file=sys.stdout) as bar, \
             ThreadPoolExecutor(jobs) as pool:
-        futures = {pool.submit(execute, cell.command(), cell.log(root), jobs, nproc): cell for cell in todo}
-        for future in as_completed(futures):
-            cell = futures[future]
-            if future.result() != 0:
-                failed.append(cell.log(root))
-            bar.set_postfix_str(cell.out.relative_to(root).as_posix())
-            bar.update(1)
+        try:
+            futures = {pool.submit(execute, cell.command(), cell.log(root), jobs, nproc, processes): cell
+                       for cell in todo}
+            for future in as_completed(futures):
+                cell = futures[future]
+                if future.result() != 0:
+                    failed.append(cell.log(root))
+                bar.set_postfix_str(cell.out.relative_to(root).as_posix())
+                bar.update(1)
+        except BaseException:  # leaving the pool would otherwise wait for every queued cell to run
+            pool.shutdown(wait=False, cancel_futures=True)
+            processes.stop()
+            raise
     if failed:
         raise UserError(f"{len(failed)} cell(s) failed, the others are kept: see {failed[0]}"
                         f"{' and the other logs there' if len(failed) > 1 else ''}; the same command continues")
