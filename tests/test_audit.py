@@ -96,7 +96,7 @@ def test_finished_cells_are_skipped_and_unfinished_ones_resumed(ce_teacher, tmp_
     (scratch / "checkpoint.pt").write_bytes(b"")  # interrupted
     (scratch / "summary.json").write_text(json.dumps({"epochs": plan.epochs - 1}))  # of a shorter run
     commands = []
-    monkeypatch.setattr(cells, "execute", lambda command, log, jobs, nproc: commands.append(command) or 0)
+    monkeypatch.setattr(cells, "execute", lambda command, log, jobs, nproc, processes: commands.append(command) or 0)
     assert audit.run(plan, args)
     assert [(c[c.index("--attack") + 1], c[-1]) for c in commands] == [("scratch", "--resume"), ("htc", "--overwrite")]
     htc_command = commands[1]
