@@ -8,8 +8,9 @@ Each cell (a student trained by one attack, one seed, against one release of the
 directory under --output: a finished cell is skipped and an unfinished one resumed, so running the same command
 again after an interruption continues. The cells run as `distill_student.py` processes, --jobs at a time (each
 under torchrun with --nproc-per-cell), and the report is written at the end: report.md, report.json, the
-figures (PNG) and report.html (report.md as one page, with its figures). Undistillable means the student distilled from the teacher does not beat the LS student of the
-same architecture trained on the same data without the teacher.
+figures (PNG) and report.html (report.md as one page, with its figures). Undistillable means the student
+distilled from the teacher does not beat the LS student of the same architecture trained on the same data without
+the teacher.
 """
 import argparse
 import hashlib
