@@ -213,6 +213,23 @@ def test_cells_run_under_torchrun_with_their_share_of_the_threads(tmp_path, monk
     assert (tmp_path / "logs" / "ls.log").read_text().startswith("$ distill_student.py --attack ls")
 
 
+def test_a_cells_command_is_decided_as_it_starts(tmp_path, monkeypatch):
+    first, second, third = (cells.Cell(("distill_student.py", name), tmp_path / name, 2) for name in "abc")
+    commands = []
+
+    def execute(command, log, jobs, nproc, processes):
+        if command[1] == "a":  # meanwhile another process (an earlier launch) takes b to a checkpoint, c to its end
+            second.out.mkdir()
+            (second.out / "checkpoint.pt").write_bytes(b"")
+            third.out.mkdir()
+            (third.out / "summary.json").write_text(json.dumps({"epochs": 2}))
+        commands.append(command)
+        return 0
+    monkeypatch.setattr(cells, "execute", execute)
+    cells.run([first, second, third], tmp_path, "cells")
+    assert commands == [["distill_student.py", "a", "--overwrite"], ["distill_student.py", "b", "--resume"]]
+
+
 SLEEPER = """import os, sys, time
 from pathlib import Path
 out = Path(sys.argv[1]); out.mkdir(parents=True)

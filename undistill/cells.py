@@ -109,6 +109,14 @@ class Processes:
             proc.wait()
 
 
+def take(cell, root, jobs, nproc, processes):
+    """One cell to its end, its command decided as it starts, not when it was queued: another process (an earlier
+    launch still running, a SLURM array) may have taken it further since, and a stale --overwrite would lose it."""
+    if cell.state() == "done":
+        return 0
+    return execute(cell.command(), cell.log(root), jobs, nproc, processes)
+
+
 def run(cells, root, desc, jobs=1, nproc=1, here=False):
     """Take every unfinished cell to its end. `here`: one after the other in this process, their output shown
     (no process start per cell: what a smoke run of a recipe needs); else as processes, `jobs` at a time, with
@@ -126,8 +134,7 @@ def run(cells, root, desc, jobs=1, nproc=1, here=False):
     with tqdm(total=len(todo), desc=desc, unit="cell", dynamic_ncols=True, file=sys.stdout) as bar, \
             ThreadPoolExecutor(jobs) as pool:
         try:
-            futures = {pool.submit(execute, cell.command(), cell.log(root), jobs, nproc, processes): cell
-                       for cell in todo}
+            futures = {pool.submit(take, cell, root, jobs, nproc, processes): cell for cell in todo}
             for future in as_completed(futures):
                 cell = futures[future]
                 if future.result() != 0:
