@@ -1,8 +1,12 @@
+import atexit
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from argparse import Namespace
 from pathlib import Path
@@ -35,14 +39,59 @@ TINY = ["--dataset", "mnist5k", "--arch", "cnn", "--subset", "20", "--batch-size
 
 
 def run_script(*argv, nproc=None, check=True):
-    """Run an entry script as a user would (python, or torchrun with gloo), from the repository root."""
+    """Run an entry script as a user would (`python SCRIPT.py ...`, `python -m MODULE ...`, or torchrun with gloo),
+    from the repository root. The first two fork from a process that has imported torch (FORKS)."""
     cmd = [sys.executable, *argv] if nproc is None else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *argv]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    if nproc is None and (argv[0] == "-m" or argv[0].endswith(".py")):
+        proc = FORKS.run(cmd, timeout=600)
+    else:
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+class Forks:
+    """This pytest process's fork servers (tests/forkserver.py), one per command running at the same time and per
+    environment (a test may set one, e.g. a PATH with a fake sbatch): a command forks from a server started with
+    run_script's environment instead of importing torch anew."""
+
+    def __init__(self):
+        self.idle, self.started, self.lock = {}, [], threading.Lock()
+        atexit.register(self.close)
+
+    def run(self, cmd, timeout):
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+        key = tuple(sorted(env.items()))
+        with self.lock:
+            idle = self.idle.setdefault(key, [])
+            server = idle.pop() if idle else None
+        if server is None:
+            server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "forkserver.py")], cwd=ROOT, env=env,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            with self.lock:
+                self.started.append(server)
+        with tempfile.TemporaryDirectory() as where:
+            out, err = Path(where) / "stdout", Path(where) / "stderr"
+            server.stdin.write(json.dumps({"argv": cmd[1:], "stdout": str(out), "stderr": str(err),
+                                           "timeout": timeout}) + "\n")
+            server.stdin.flush()
+            answer = server.stdout.readline()
+            assert answer, f"the fork server ended (exit {server.wait()}) while running {' '.join(cmd)}"
+            proc = subprocess.CompletedProcess(cmd, int(answer), out.read_text(), err.read_text())
+        with self.lock:
+            self.idle[key].append(server)
+        return proc
+
+    def close(self):
+        for server in self.started:
+            server.stdin.close()
+            server.wait()
+
+
+FORKS = Forks()
 
 
 def killed_and_resumed(cmd, out, seed):

@@ -15,9 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.relative_to(ROOT / "recipes") for p in (ROOT / "recipes").glob("*/*.sh"))
 
 
-def smoke(script, out, seeds="0", **env):
-    env = dict(os.environ, SMOKE="1", SEEDS=seeds, OMP_NUM_THREADS="2", PYTHONPATH=str(ROOT), **env)
-    return subprocess.run(["bash", str(ROOT / "recipes" / script), str(out)], cwd=ROOT, env=env,
+# A recipe's runs take the threads conftest gives this process (under xdist, its share of the cores)
+SMOKE = dict(os.environ, SMOKE="1", SEEDS="0", PYTHONPATH=str(ROOT))
+
+
+def smoke(script, out):
+    return subprocess.run(["bash", str(ROOT / "recipes" / script), str(out)], cwd=ROOT, env=SMOKE,
                           capture_output=True, text=True, timeout=1800)
 
 
@@ -96,9 +99,8 @@ def test_a_killed_recipe_continues_to_the_table_of_an_uninterrupted_one(tmp_path
     script = "nasty_teacher/table1.sh"
     whole = smoke(script, tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-3000:]
-    env = dict(os.environ, SMOKE="1", SEEDS="0", OMP_NUM_THREADS="2", PYTHONPATH=str(ROOT))
     out = tmp_path / "killed"
-    proc = subprocess.Popen(["bash", str(ROOT / "recipes" / script), str(out)], cwd=ROOT, env=env,
+    proc = subprocess.Popen(["bash", str(ROOT / "recipes" / script), str(out)], cwd=ROOT, env=SMOKE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
     while not (out / "students" / "cnn").exists() and time.time() < deadline and proc.poll() is None:
