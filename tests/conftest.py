@@ -54,25 +54,27 @@ def run_script(*argv, nproc=None, check=True):
 
 
 class Forks:
-    """This pytest process's fork servers (tests/forkserver.py), one per command running at the same time and per
-    environment (a test may set one, e.g. a PATH with a fake sbatch): a command forks from a server started with
-    run_script's environment instead of importing torch anew."""
+    """This pytest process's fork servers (tests/forkserver.py): a command forks from one, started with
+    run_script's environment, instead of importing torch anew. One server per command running at the same time,
+    for the environment of the latest command (a test may set its own, e.g. a PATH with a fake sbatch): a command
+    in another environment closes the idle servers of the one before."""
 
     def __init__(self):
-        self.idle, self.started, self.lock = {}, [], threading.Lock()
+        self.idle, self.key, self.lock = [], None, threading.Lock()
         atexit.register(self.close)
 
     def run(self, cmd, timeout):
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-        key = tuple(sorted(env.items()))
+        env.pop("PYTEST_CURRENT_TEST", None)  # pytest's name of the running test: not the command's environment
+        key = sorted(env.items())
         with self.lock:
-            idle = self.idle.setdefault(key, [])
-            server = idle.pop() if idle else None
+            if key != self.key:
+                self.close()
+                self.key = key
+            server = self.idle.pop() if self.idle else None
         if server is None:
             server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "forkserver.py")], cwd=ROOT, env=env,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            with self.lock:
-                self.started.append(server)
         with tempfile.TemporaryDirectory() as where:
             out, err = Path(where) / "stdout", Path(where) / "stderr"
             server.stdin.write(json.dumps({"argv": cmd[1:], "stdout": str(out), "stderr": str(err),
@@ -82,13 +84,19 @@ class Forks:
             assert answer, f"the fork server ended (exit {server.wait()}) while running {' '.join(cmd)}"
             proc = subprocess.CompletedProcess(cmd, int(answer), out.read_text(), err.read_text())
         with self.lock:
-            self.idle[key].append(server)
+            if key == self.key:
+                self.idle.append(server)
+            else:  # the environment changed meanwhile
+                server.stdin.close()
+                server.wait()
         return proc
 
     def close(self):
-        for server in self.started:
+        """End the idle servers (at the end of their input)."""
+        for server in self.idle:
             server.stdin.close()
             server.wait()
+        self.idle = []
 
 
 FORKS = Forks()
