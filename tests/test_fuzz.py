@@ -1,7 +1,8 @@
-"""Bad input through the real command lines: every row of CASES runs one command as a user types it (a subprocess
-of train_teacher.py, distill_student.py, `-m undistill.evaluate` or `-m undistill.report`) and must exit 2 with
-exactly one `error:` line naming the problem, print no traceback, and leave every file of a finished run (a copy of
-a CE teacher's, the --output of the training commands, --overwrite and --resume included) byte for byte as it was.
+"""Bad input through the real command lines: every row of CASES runs one command as a user types it (a process of
+train_teacher.py, distill_student.py, `-m undistill.evaluate` or `-m undistill.report`: conftest.run_script) and
+must exit 2 with exactly one `error:` line naming the problem, print no traceback, and leave every file of a
+finished run (a copy of a CE teacher's, the --output of the training commands, --overwrite and --resume included)
+byte for byte as it was.
 
 argparse's own refusals (an unknown --dataset, --defense or --attack) print its usage block and then one
 `<script>: error: ...` line, still with exit code 2: that is accepted for those rows only (`usage=True`), as long
@@ -10,7 +11,6 @@ as that line is the only error line.
 import hashlib
 import importlib.util
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -218,30 +218,14 @@ def teacher(tmp_path_factory):
     return where / "run" / "checkpoint.pt"
 
 
-@pytest.fixture(scope="module")
-def started(request, teacher, tmp_path_factory):
-    """Every selected, unskipped case started at once on 2 threads (each command spends seconds importing torch,
-    so running them one after another would take minutes longer), keyed by id: (process, run, digests before,
-    the placeholders)."""
-    chosen = [item.callspec for item in request.session.items if item.module is request.module
-              and not any(mark.args[0] for mark in item.iter_markers("skipif"))]
-    with ThreadPoolExecutor(2) as pool:
-        launched = {}
-        for spec in chosen:
-            case, where = spec.params["case"], tmp_path_factory.mktemp(spec.id)
-            run = where / "run"
-            shutil.copytree(teacher.parent, run)
-            names = {"run": run, "data": teacher.parent.parent / "data",
-                     "bad": bad_input(case.bad, where, run, teacher) if case.bad else None}
-            argv = [arg.format(**names) for arg in case.argv]
-            launched[spec.id] = (pool.submit(run_script, *argv, check=False), run, digests(run), names)
-        yield launched
-
-
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_is_one_error_line_and_the_run_survives(case, started, request):
-    future, run, before, names = started[request.node.callspec.id]
-    proc = future.result()
+def test_bad_input_is_one_error_line_and_the_run_survives(case, teacher, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(teacher.parent, run)
+    names = {"run": run, "data": teacher.parent.parent / "data",
+             "bad": bad_input(case.bad, tmp_path, run, teacher) if case.bad else None}
+    before = digests(run)
+    proc = run_script(*(arg.format(**names) for arg in case.argv), check=False)
     said = f"exit {proc.returncode}\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-2000:]}"
     assert proc.returncode == 2, said
     assert "Traceback" not in proc.stdout + proc.stderr, said
