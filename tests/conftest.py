@@ -38,6 +38,11 @@ TINY = ["--dataset", "mnist5k", "--arch", "cnn", "--subset", "20", "--batch-size
         "--quiet", "--log-every", "2"]
 
 
+def script_env():
+    """A test command's environment: one thread (the same arithmetic in every run), the repository importable."""
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+
+
 def run_script(*argv, nproc=None, check=True):
     """Run an entry script as a user would (`python SCRIPT.py ...`, `python -m MODULE ...`, or torchrun with gloo),
     from the repository root. The first two fork from a process that has imported torch (FORKS)."""
@@ -46,8 +51,7 @@ def run_script(*argv, nproc=None, check=True):
     if nproc is None and (argv[0] == "-m" or argv[0].endswith(".py")):
         proc = FORKS.run(cmd, timeout=600)
     else:
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=script_env(), timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -64,7 +68,7 @@ class Forks:
         atexit.register(self.close)
 
     def run(self, cmd, timeout):
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+        env = script_env()
         env.pop("PYTEST_CURRENT_TEST", None)  # pytest's name of the running test: not the command's environment
         key = sorted(env.items())
         with self.lock:
@@ -105,7 +109,7 @@ FORKS = Forks()
 def killed_and_resumed(cmd, out, seed):
     """Start `cmd`, SIGKILL its whole process group at a random moment after the first epoch's checkpoint, then
     run it again with --resume to the end."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env = script_env()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300
