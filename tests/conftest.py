@@ -24,8 +24,12 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     os.environ["OMP_NUM_THREADS"] = str(_threads)
     torch.set_num_threads(_threads)
 
-# The longest modules, longest first. xdist (--dist loadscope) hands whole modules to the workers in collection order,
-# so starting with these lets the workers finish together; the other modules follow in their usual order.
+# xdist (--dist loadscope) hands whole modules to the workers, so that a module's fixtures are built once. The tests
+# named here share none with their module and take minutes of one core each (the recipes' smoke runs): each is a
+# unit of its own, so that both workers take them instead of one holding them all to the end.
+SPREAD = ("test_every_recipe_runs_in_smoke_mode_and_writes_the_papers_table",
+          "test_a_killed_recipe_continues_to_the_table_of_an_uninterrupted_one")
+# The longest modules, longest first: the workers take the units in collection order, so that they finish together.
 LONGEST_FIRST = ("test_recipes.py", "test_backends.py", "test_scripts.py", "test_fuzz.py", "test_audit.py",
                  "test_slurm.py", "test_datafree.py", "test_faults.py", "test_launch.py", "test_imagenet.py")
 
@@ -33,6 +37,20 @@ LONGEST_FIRST = ("test_recipes.py", "test_backends.py", "test_scripts.py", "test
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduler(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            spread = nodeid.split("::")[-1].split("[")[0] in SPREAD
+            return nodeid if spread else super()._split_scope(nodeid)
+    return Scheduler(config, log)
+
+
 # Tiny, fast settings for end-to-end runs on the built-in data: 200 training images, one worker-free loader.
 TINY = ["--dataset", "mnist5k", "--arch", "cnn", "--subset", "20", "--batch-size", "50", "--workers", "0",
         "--quiet", "--log-every", "2"]
