@@ -78,8 +78,9 @@ def run_script(*argv, nproc=None, check=True):
 class Forks:
     """This pytest process's fork servers (tests/forkserver.py): a command forks from one, started with
     run_script's environment, instead of importing torch anew. One server per command running at the same time,
-    for the environment of the latest command (a test may set its own, e.g. a PATH with a fake sbatch): a command
-    in another environment closes the idle servers of the one before."""
+    for the environment of the latest command (a test may set its own): a command in another environment closes
+    the idle servers of the one before. PATH is not part of that: the imports never read it, so a test that puts a
+    fake sbatch first on it keeps the servers, and its commands get it as the rest of their environment."""
 
     def __init__(self):
         self.idle, self.key, self.lock = [], None, threading.Lock()
@@ -88,7 +89,7 @@ class Forks:
     def run(self, cmd, timeout):
         env = script_env()
         env.pop("PYTEST_CURRENT_TEST", None)  # pytest's name of the running test: not the command's environment
-        key = sorted(env.items())
+        key = sorted((k, v) for k, v in env.items() if k != "PATH")
         with self.lock:
             if key != self.key:
                 self.close()
@@ -99,7 +100,7 @@ class Forks:
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         with tempfile.TemporaryDirectory() as where:
             out, err = Path(where) / "stdout", Path(where) / "stderr"
-            server.stdin.write(json.dumps({"argv": cmd[1:], "stdout": str(out), "stderr": str(err),
+            server.stdin.write(json.dumps({"argv": cmd[1:], "env": env, "stdout": str(out), "stderr": str(err),
                                            "timeout": timeout}) + "\n")
             server.stdin.flush()
             answer = server.stdout.readline()

@@ -5,9 +5,10 @@ the fuzz table alone runs dozens. This server imports them once, then forks one 
 is a fresh process as far as the command can tell (its own argv, `__main__`, stdout and stderr files, exit code,
 process group), and nothing it does reaches the server or the next command.
 
-The requests come on standard input, one JSON line each: {"argv": [...], "stdout": FILE, "stderr": FILE,
-"timeout": SECONDS}; the answer is one line, the command's exit code as subprocess reports it (negative: killed by
-that signal; the whole group is SIGKILLed at the timeout). The server ends at the end of its input.
+The requests come on standard input, one JSON line each: {"argv": [...], "env": {...}, "stdout": FILE,
+"stderr": FILE, "timeout": SECONDS}; the answer is one line, the command's exit code as subprocess reports it
+(negative: killed by that signal; the whole group is SIGKILLed at the timeout). The server ends at the end of its
+input.
 """
 import atexit
 import importlib
@@ -25,9 +26,12 @@ for module in ("train_teacher", "distill_student", "undistill.evaluate", "undist
     importlib.import_module(module)
 
 
-def child(argv, stdout, stderr):
-    """Become the command: the process `python ARGV` would be, from the first line of its script on."""
+def child(argv, env, stdout, stderr):
+    """Become the command: the process `python ARGV` would be in ENV, from the first line of its script on (ENV
+    differs from the server's only where the imports above never read it)."""
     os.setpgid(0, 0)  # a group of its own, as the timeout kills the group
+    os.environ.clear()
+    os.environ.update(env)
     for fd, path, mode in ((0, os.devnull, os.O_RDONLY), (1, stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
                            (2, stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
         opened = os.open(path, mode, 0o644)
@@ -68,7 +72,7 @@ def serve(requests, answers):
         if pid == 0:
             requests.close()
             answers.close()
-            child(request["argv"], request["stdout"], request["stderr"])
+            child(request["argv"], request["env"], request["stdout"], request["stderr"])
         deadline = time.monotonic() + request["timeout"]
         while not (done := os.waitpid(pid, os.WNOHANG))[0]:
             if time.monotonic() > deadline:
