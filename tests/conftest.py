@@ -30,8 +30,8 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
 SPREAD = ("test_every_recipe_runs_in_smoke_mode_and_writes_the_papers_table",
           "test_a_killed_recipe_continues_to_the_table_of_an_uninterrupted_one")
 # The longest modules, longest first: the workers take the units in collection order, so that they finish together.
-LONGEST_FIRST = ("test_recipes.py", "test_backends.py", "test_scripts.py", "test_fuzz.py", "test_audit.py",
-                 "test_slurm.py", "test_datafree.py", "test_faults.py", "test_launch.py", "test_imagenet.py")
+LONGEST_FIRST = ("test_recipes.py", "test_backends.py", "test_audit.py", "test_slurm.py", "test_datafree.py",
+                 "test_scripts.py", "test_ffcv.py", "test_launch.py", "test_faults.py", "test_imagenet.py")
 
 
 def pytest_collection_modifyitems(items):
