@@ -46,7 +46,7 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
     class Scheduler(LoadScopeScheduling):
-        def _split_scope(self, nodeid):
+        def _split_scope(self, nodeid):  # xdist's own hook for a unit's scope (requirements.txt pins xdist)
             spread = nodeid.split("::")[-1].split("[")[0] in SPREAD
             return nodeid if spread else super()._split_scope(nodeid)
     return Scheduler(config, log)
