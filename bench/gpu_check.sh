@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # One GPU's check, sized for 7 minutes on one H100/H200 (--budget, in seconds): (a) the environment; (b) correctness
-# on the device: every method in bf16 against fp32, a checkpoint read back on the CPU, a resume; (c) CIFAR-10
-# ResNet-18 training throughput at batch 128 and 512: the papers' pipeline against each loader, then with compile;
-# the step cost of nasty, CMIM and KD against CE; peak memory; (d) a short Table 1 of the Nasty Teacher paper
-# (ResNet-18 teachers: CE, nasty, CMIM, stingy; ResNetC-20 students: scratch, LS, KD from each; --epochs) with the
-# paper's numbers beside it. Each step writes its tables (markdown and JSON) into --out as soon as it has them, and
-# check.md the seconds and state of each step. The budget left once the data is ready is shared out: (b) ends by
-# 15% of it, (c) by 55%, (d) by 95%; a step still running then is stopped, keeps what it wrote, and the check goes
-# on. Exit 1 when a check failed or a step did not finish.
+# on the device: every method in bf16 against fp32, the host syncs in their steps, a checkpoint read back on the
+# CPU, a resume; (c) CIFAR-10 ResNet-18 training throughput at batch 128 and 512: the papers' pipeline against each
+# loader, then with compile; the step cost of nasty, CMIM and KD against CE; peak memory; (d) a short Table 1 of
+# the Nasty Teacher paper (ResNet-18 teachers: CE, nasty, CMIM, stingy; ResNetC-20 students: scratch, LS, KD from
+# each; --epochs) with the paper's numbers beside it. Each step writes its tables (markdown and JSON) into --out as
+# soon as it has them, and check.md the seconds and state of each step. The budget left once the data is ready is
+# shared out: (b) ends by 15% of it, (c) by 55%, (d) by 95%; a step still running then is stopped, keeps what it
+# wrote, and the check goes on. Exit 1 when a check failed or a step did not finish.
 #   bash bench/gpu_check.sh --data PATH [--out DIR] [--epochs N] [--budget S]   # PATH: cifar10-jpeg.tar.gz, or
 #                                                                                # its folders
 #   bash bench/gpu_check.sh --smoke [--out DIR]      # every step at tiny size on the CPU (tests/test_bench.py)

@@ -1,6 +1,7 @@
 """Correctness on the device: every registered defense and attack for a few steps in bf16 and in fp32 (their mean
-losses and loss terms must agree within --tolerance; a release, its test accuracy), a checkpoint written there read
-back on the CPU, and a resumed run against an uninterrupted one. Part of bench/gpu_check.sh; writes correctness.md
+losses and loss terms must agree within --tolerance; a release, its test accuracy), the host syncs inside their
+bf16 steps (none allowed; bench/syncs.py), a checkpoint written there read back on the CPU, and a resumed run against
+an uninterrupted one. Part of bench/gpu_check.sh; writes correctness.md
 and correctness.json to --out (again after each check, so a run cut short still reports), and exits 1 when a check
 fails.
 
@@ -26,6 +27,7 @@ import torch  # noqa: E402
 
 import distill_student  # noqa: E402
 import train_teacher  # noqa: E402
+from syncs import Syncs  # noqa: E402
 from undistill import checkpoint, datasets, distributed, methods, runs  # noqa: E402
 
 SCRIPTS = {"defense": train_teacher, "attack": distill_student}
@@ -123,6 +125,7 @@ def main():
         work = Path(tmp)
         teacher = work / "teacher" / "checkpoint.pt"
         train(methods.get("defense", "ce"), [*common, "--precision", "fp32"], teacher.parent, data)
+        syncs = {}  # of each method's bf16 run
         for role in ("defense", "attack"):
             for method in methods.REGISTRY[role].values():
                 frozen = [method.option(method.frozen).flag_name, str(teacher)] if method.frozen else []
@@ -131,8 +134,10 @@ def main():
                         "--arch", (args.heads_arch or args.arch) if method.heads else args.arch, *frozen]
                 what = COMPARED[method.release is not None]
                 try:
-                    fp32, bf16 = (train(method, [*argv, "--precision", precision], work / precision / method.name,
-                                        data) for precision in ("fp32", "bf16"))
+                    fp32 = train(method, [*argv, "--precision", "fp32"], work / "fp32" / method.name, data)
+                    with Syncs(device) as synced:
+                        bf16 = train(method, [*argv, "--precision", "bf16"], work / "bf16" / method.name, data)
+                    syncs[method.name] = synced
                 except Exception as e:  # the method's verdict; the others still run
                     traceback.print_exc()
                     report.add(f"{role} {method.name}", what, None, args.tolerance,
@@ -140,6 +145,12 @@ def main():
                     continue
                 gap = abs(fp32["last_acc"] - bf16["last_acc"]) / 100 if method.release else disagreement(fp32, bf16)
                 report.add(f"{role} {method.name}", what, gap, args.tolerance)
+
+        waits = {name: counted for name, counted in syncs.items() if counted.found}
+        report.add("syncs", "host syncs per training step (bf16 runs): the most of any method",
+                   max((counted.per_step for counted in syncs.values()), default=0.0), 0.0,
+                   "; ".join(f"{name} {counted.per_step:.3g} ({', '.join(counted.found)})"
+                             for name, counted in waits.items()) or "ok")
 
         # The teacher's checkpoint, written on the device, loads on the CPU and answers as it does on the device
         model, _ = checkpoint.load_classifier(teacher)

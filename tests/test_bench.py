@@ -50,10 +50,11 @@ def test_gpu_check_smoke_writes_every_table(tmp_path):
     assert env["torch"] == torch.__version__ and env["gpu"] is None and env["cpus"] >= 1
     assert set(table_rows((out / "env.md").read_text())) >= {"item", "torch", "cuda", "cudnn", "gpu", "driver"}
 
-    # every registered defense and attack, bf16 against fp32, then the checkpoint and the resume: all passing
+    # every registered defense and attack, bf16 against fp32, their steps' host syncs (none), then the checkpoint
+    # and the resume: all passing
     checks = json.loads((out / "correctness.json").read_text())["checks"]
     registered = [f"{role} {name}" for role in methods.ROLES for name in methods.names(role)]
-    assert list(checks) == [*registered, "checkpoint", "resume"]
+    assert list(checks) == [*registered, "syncs", "checkpoint", "resume"]
     assert {"defense nasty", "defense stingy", "attack kd", "attack dafl", "attack deepinversion"} <= set(checks)
     assert [k for k, c in checks.items() if c["verdict"] != "ok"] == [], checks
     assert all(0 <= c["measured"] <= c["limit"] for c in checks.values())

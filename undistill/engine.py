@@ -124,7 +124,8 @@ def evaluate(model, loader, ctx, config):
         with autocast(ctx, config):
             logits = model(x).float()
         totals += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                               (logits.argmax(1) == y).sum().double(), torch.tensor(len(y), device=ctx.device)])
+                               (logits.argmax(1) == y).sum().double(),
+                               torch.full((), len(y), device=ctx.device, dtype=torch.float64)])
     loss, correct, n = ctx.all_reduce_sum(totals).tolist()
     return {"acc": 100 * correct / max(n, 1), "loss": loss / max(n, 1)}
 
@@ -226,11 +227,36 @@ def capped(batches, max_steps):
     return itertools.islice(batches, max_steps or None)
 
 
+class Tally:
+    """The epoch's sums on the device (loss, correct predictions, images, each loss term, image-weighted), so that a
+    step adds to them without waiting for the device; `update` all-reduces them, the one host sync of a progress
+    update."""
+
+    def __init__(self, names, device):
+        self.names = names
+        self.sums = torch.zeros(3 + len(names), device=device, dtype=torch.float64)
+        self.shown = [0.0] * len(self.sums)
+
+    def add(self, out):
+        n = len(out.labels)
+        # torch.full, not torch.tensor: a tensor made from a Python number is copied to the device and waited for
+        self.sums += torch.stack([out.loss.double() * n, (out.logits.argmax(1) == out.labels).sum().double(),
+                                  torch.full((), n, device=self.sums.device, dtype=torch.float64),
+                                  *(out.terms[k].double() * n for k in self.names)])
+
+    def update(self, ctx):
+        """The sums over all ranks since the previous update, and since the epoch began."""
+        current = ctx.all_reduce_sum(self.sums.clone()).tolist()
+        window = [now - before for now, before in zip(current, self.shown)]
+        self.shown = current
+        return window, current
+
+
 def train_epoch(backend, task, steps, batches, epoch, config, ctx):
     """One epoch of `steps` steps; returns its mean loss, loss terms, training accuracy (all-reduced), last lr and
     images per second of the steps."""
     backend.trained.train()
-    names, totals, shown = None, None, None  # loss sum, correct, images, then each term's sum
+    tally = None
     bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=config.quiet or not ctx.is_main,
                leave=False, dynamic_ncols=True, file=sys.stdout)
     start = time.perf_counter()
@@ -238,30 +264,21 @@ def train_epoch(backend, task, steps, batches, epoch, config, ctx):
         lr = learning_rate(config, epoch + step / steps)
         backend.set_lr(lr)
         out = train_step(backend, task, x, y, epoch, config, ctx)
-        n = len(out.labels)
-        if totals is None:
-            names = list(out.terms)
-            totals = torch.zeros(3 + len(names), device=ctx.device, dtype=torch.float64)
-            shown = totals.clone()
-        totals += torch.stack([out.loss.double() * n, (out.logits.argmax(1) == out.labels).sum().double(),
-                               torch.tensor(n, device=ctx.device, dtype=torch.float64),
-                               *(out.terms[k].double() * n for k in names)])
+        tally = tally or Tally(list(out.terms), ctx.device)
+        tally.add(out)
         if (step + 1) % config.log_every == 0 or step + 1 == steps:
-            # One sync per update: all ranks see the same summed loss, so all stop together if it is not finite.
-            current = ctx.all_reduce_sum(totals.clone())
-            window = (current - shown).tolist()
-            shown = current
+            # All ranks see the same summed loss, so all stop together if it is not finite.
+            window, total = tally.update(ctx)
             check_finite(window[0], epoch, step)
-            elapsed = time.perf_counter() - start
             bar.set_postfix(loss=f"{window[0] / window[2]:.4f}", **{k: f"{v / window[2]:.4g}" for k, v in
-                                                                    zip(names, window[3:])},
-                            acc=f"{100 * window[1] / window[2]:.1f}%", img_s=f"{current[2].item() / elapsed:.0f}",
-                            refresh=False)
+                                                                    zip(tally.names, window[3:])},
+                            acc=f"{100 * window[1] / window[2]:.1f}%",
+                            img_s=f"{total[2] / (time.perf_counter() - start):.0f}", refresh=False)
         bar.update(1)
     bar.close()
-    loss_sum, correct, n, *term_sums = shown.tolist()
+    loss_sum, correct, n, *term_sums = tally.shown
     elapsed = time.perf_counter() - start
-    return {"loss": loss_sum / n, "terms": {k: v / n for k, v in zip(names, term_sums)},
+    return {"loss": loss_sum / n, "terms": dict(zip(tally.names, (v / n for v in term_sums))),
             "train_acc": 100 * correct / n, "lr": lr, "images_per_s": n / elapsed}
 
 

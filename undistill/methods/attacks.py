@@ -97,10 +97,13 @@ def dkd_terms(logits, teacher_logits, y, tau):
     NCKD = KL(p^_t || p^_s) over the non-target classes renormalized. Per sample,
     KL(p_t || p_s) = TCKD + (1 - p_t[target]) NCKD.
     """
-    target = F.one_hot(y, logits.shape[1]).bool()
+    # gather and scatter, not a boolean index: on CUDA that would wait for the device to count the selected entries
+    column = y[:, None]
+    target = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, column, True)
     log_p_s, p_t = F.log_softmax(logits / tau, dim=1), F.softmax(teacher_logits / tau, dim=1)
-    log_b_s = torch.stack([log_p_s[target], log_p_s.masked_fill(target, -torch.inf).logsumexp(1)], dim=1)
-    b_t = torch.stack([p_t[target], p_t.masked_fill(target, 0).sum(1)], dim=1)
+    log_b_s = torch.stack([log_p_s.gather(1, column).squeeze(1), log_p_s.masked_fill(target, -torch.inf).logsumexp(1)],
+                          dim=1)
+    b_t = torch.stack([p_t.gather(1, column).squeeze(1), p_t.masked_fill(target, 0).sum(1)], dim=1)
     tckd = F.kl_div(log_b_s, b_t, reduction="none").sum(1)
     # The target class is masked with a large finite negative (not -inf) so that 0 * log 0 stays 0.
     masked_s = F.log_softmax(logits / tau - 1000.0 * target, dim=1)

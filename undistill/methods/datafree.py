@@ -104,8 +104,9 @@ class GeneratorTask(Task):
     def epoch(self, model, epoch, split):
         self.generator.train()
         rng = rank_generator(self.seed, epoch, self.ctx.rank)
-        latents = (torch.randn(self.batch, self.latent_dim, generator=rng) for _ in range(self.steps))
-        return self.steps, ((z.to(self.ctx.device), None) for z in latents)
+        # the epoch's latents in one copy: a copy from pageable memory per step would wait for the device each time
+        latents = torch.randn(self.steps, self.batch, self.latent_dim, generator=rng).to(self.ctx.device)
+        return self.steps, ((z, None) for z in latents)
 
     def step(self, model, z, _, epoch):
         images = self.pixels(self.generator(z).expand(-1, 3, -1, -1))

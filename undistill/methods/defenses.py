@@ -55,11 +55,12 @@ def cmim(logits, y, centroids, epoch=0, *, cmi_weight, temperatures, cmi_agg):
     `centroids` (n_T, K, K) holds Q^T, row y being the mean of softmax_T over class y's training outputs, kept
     out of autograd (ClassCentroids): the gradient moves each output towards its class centroid.
     """
-    terms = torch.stack([
-        F.kl_div(q[y].clamp_min(1e-12).log(), F.softmax(logits / t, dim=1), reduction="batchmean")
-        for q, t in zip(centroids.detach(), temperatures)])
-    weights = torch.tensor(temperatures, device=logits.device, dtype=terms.dtype) ** 2
-    aggregate = {"mean": terms.mean(), "max": terms.max(), "t2mean": (weights * terms).mean()}[cmi_agg]
+    terms = [F.kl_div(q[y].clamp_min(1e-12).log(), F.softmax(logits / t, dim=1), reduction="batchmean")
+             for q, t in zip(centroids.detach(), temperatures)]
+    if cmi_agg == "t2mean":
+        terms = [t ** 2 * term for t, term in zip(temperatures, terms)]
+    terms = torch.stack(terms)
+    aggregate = terms.max() if cmi_agg == "max" else terms.mean()
     ce_term = F.cross_entropy(logits, y)
     return ce_term + cmi_weight * aggregate, {"ce": ce_term, "cmi": aggregate}
 
@@ -83,7 +84,8 @@ class ClassCentroids(torch.nn.Module):
         k = self.q.shape[1]
         probs = torch.stack([F.softmax(logits.detach().float() / t, dim=1) for t in self.temperatures])
         sums = torch.zeros_like(self.q).index_add_(1, y, probs)
-        return sums, torch.bincount(y, minlength=k).to(self.q.dtype)
+        # index_add_, not bincount: on CUDA bincount reads the largest label back to the host
+        return sums, self.q.new_zeros(k).index_add_(0, y, torch.ones_like(y, dtype=self.q.dtype))
 
     def reduced_class_means(self, sums, counts, ctx):
         """Class means summed over all ranks, and which classes had any sample."""
@@ -95,8 +97,9 @@ class ClassCentroids(torch.nn.Module):
     @torch.no_grad()
     def observe(self, logits, y, ctx):
         mean, seen = self.reduced_class_means(*self.class_sums(logits, y), ctx)
-        # Classes absent from this step's batches keep their centroid.
-        self.q[:, seen] = self.momentum * self.q[:, seen] + (1 - self.momentum) * mean[:, seen]
+        # Classes absent from this step's batches keep their centroid (torch.where: a boolean index would wait for
+        # the device to count the classes seen).
+        self.q.copy_(torch.where(seen.view(1, -1, 1), self.momentum * self.q + (1 - self.momentum) * mean, self.q))
 
     @torch.no_grad()
     def recompute(self, model, batches, ctx):
@@ -105,7 +108,7 @@ class ClassCentroids(torch.nn.Module):
             s, c = self.class_sums(model(x), y)
             sums, counts = sums + s, counts + c
         mean, seen = self.reduced_class_means(sums, counts, ctx)
-        self.q[:, seen] = mean[:, seen]
+        self.q.copy_(torch.where(seen.view(1, -1, 1), mean, self.q))
 
 
 class CentroidTask(Supervised):
