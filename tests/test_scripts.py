@@ -20,6 +20,18 @@ def accuracy_on_test_split(model):
     return engine.evaluate(model, test, Context(), config)["acc"]
 
 
+@pytest.mark.parametrize("argv, lr", [
+    (["--arch", "resnet18", "--batch-size", "512"], 0.1),  # the flag is off by default
+    (["--arch", "resnet18", "--batch-size", "512", "--scale-lr"], 0.4),  # the papers' 0.1 is for a batch of 128
+    (["--arch", "resnet18", "--batch-size", "64", "--lr", "0.05", "--scale-lr"], 0.025),  # a given lr scales too
+    (["--attack", "dafl", "--teacher", "t.pt", "--batch-size", "1024", "--scale-lr"], 4e-3),  # DAFL's 2e-3 at 512
+])
+def test_scale_lr_multiplies_the_lr_by_the_batch_over_the_one_it_is_set_for(argv, lr):
+    args = distill_student.parse_args(["--attack", "scratch", *argv] if "--attack" not in argv else argv)
+    config, _ = options.resolve(args, methods.get("attack", args.attack), datasets.record("mnist5k"))
+    assert config.lr == pytest.approx(lr)
+
+
 def train(script, tmp_path, name, *argv):
     out = tmp_path / name
     script.main(script.parse_args([*TINY, "--output", str(out), *argv]))

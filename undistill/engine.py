@@ -35,6 +35,9 @@ def add_arguments(parser):
     g.add_argument("--wd", type=float, help="weight decay")
     g.add_argument("--milestones", help="comma-separated epochs where lr is multiplied by --gamma ('' for none)")
     g.add_argument("--gamma", type=float)
+    g.add_argument("--scale-lr", action="store_true", help="multiply the lr by --batch-size over the batch it is "
+                   "set for (the paper's, else 128): the linear scaling rule of 'Accurate, Large Minibatch SGD' "
+                   "(Goyal et al., 2017), for large batches on a GPU; pair it with --warmup-epochs, as they do")
     g.add_argument("--warmup-epochs", type=float, default=0.0, help="linear lr warmup (steadies nasty training)")
     g.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient norm (0: off)")
     g.add_argument("--seed", type=int, default=0)

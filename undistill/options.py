@@ -109,6 +109,8 @@ def resolve(args, method, record, released=False):
     config.wd = pick("wd", 0.0 if adam else schedule.wd)
     config.lr = pick("lr", 1e-3 if adam else 0.1)
     config.batch_size = pick("batch_size", 128)
+    if given.get("scale_lr"):
+        config.lr *= config.batch_size / paper.get("batch_size", 128)
     for name, interval in RANGES.items():
         check_range("--" + name.replace("_", "-"), getattr(config, name), interval)
     config.precision = backends.resolve_precision(config)  # DeepSpeed's or Accelerate's config may decide it

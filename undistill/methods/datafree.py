@@ -24,10 +24,10 @@ from .core import Method, Step, Task, full_precision, kl, query, register
 NLL_CAP = -math.log(1e-8)  # DeepInversion's target NLL with probabilities floored at 1e-8 (finite under a release)
 
 
-def rank_generator(seed, epoch, rank):
-    """A CPU generator of its own for each (run seed, epoch, rank): ranks draw different latents or images, and
-    an epoch draws the same ones when it is trained again after a resume."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
+def rank_generator(seed, epoch, rank, device="cpu"):
+    """A generator of its own for each (run seed, epoch, rank): ranks draw different latents or images, and an
+    epoch draws the same ones when it is trained again after a resume."""
+    return torch.Generator(device).manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
 
 
 class Pixels(nn.Module):
@@ -103,9 +103,10 @@ class GeneratorTask(Task):
 
     def epoch(self, model, epoch, split):
         self.generator.train()
-        rng = rank_generator(self.seed, epoch, self.ctx.rank)
-        # the epoch's latents in one copy: a copy from pageable memory per step would wait for the device each time
-        latents = torch.randn(self.steps, self.batch, self.latent_dim, generator=rng).to(self.ctx.device)
+        # drawn on the device: a copy from the host's pageable memory each step would make the host wait for it
+        device = self.ctx.device
+        rng = rank_generator(self.seed, epoch, self.ctx.rank, device)
+        latents = (torch.randn(self.batch, self.latent_dim, generator=rng, device=device) for _ in range(self.steps))
         return self.steps, ((z, None) for z in latents)
 
     def step(self, model, z, _, epoch):
