@@ -70,7 +70,7 @@ if [ "$smoke" = 1 ]; then  # the same steps on the built-in data, tiny, on the C
 fi
 
 step "a. environment"
-within "$budget" environment python - "$out" <<'EOF'
+within "$budget" environment python3 - "$out" <<'EOF'
 import importlib.metadata, json, os, platform, shutil, subprocess, sys
 import torch
 cuda = torch.cuda.is_available()
@@ -95,13 +95,13 @@ if [ "$smoke" = 0 ]; then
         within "$budget" unpack bash datasets/cifar10_from_tar.sh "$out/cifar10" "$data"
         data=$out/cifar10
     fi
-    within "$budget" decode python -c "import sys; from undistill import datasets; datasets.load('cifar10', \
+    within "$budget" decode python3 -c "import sys; from undistill import datasets; datasets.load('cifar10', \
         sys.argv[1])" "$data"
     dataset=(--dataset cifar10 --data-dir "$data")
     speed=(--arch resnet18 --steps 50 --warmup 10 --workers 8)
-    if python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('ffcv') is None)"; then
+    if python3 -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('ffcv') is None)"; then
         # its .beton written once, not by each throughput run
-        [ -f "$out/ffcv/test.beton" ] || within "$budget" "write .beton" python datasets/write_ffcv.py \
+        [ -f "$out/ffcv/test.beton" ] || within "$budget" "write .beton" python3 datasets/write_ffcv.py \
             --dataset cifar10 --data-dir "$data" --out "$out/ffcv"
         speed+=(--ffcv-dir "$out/ffcv")
     fi
@@ -116,7 +116,7 @@ rest=$((budget - SECONDS))
 end_b=$((SECONDS + rest * 15 / 100)) end_c=$((SECONDS + rest * 55 / 100)) end_d=$((SECONDS + rest * 95 / 100))
 
 step "b. correctness"
-within "$end_b" correctness python bench/gpu_correctness.py --out "$out" "${dataset[@]}" "${correctness[@]}"
+within "$end_b" correctness python3 bench/gpu_correctness.py --out "$out" "${dataset[@]}" "${correctness[@]}"
 
 step "c. throughput"
 : > "$out/throughput.md"
@@ -125,14 +125,14 @@ for config in $configs; do
     # compile changes the step, not the loading: the project's own loader only (the reference is never compiled)
     [ "$compile" = on ] && extra=(--compile --loaders gpu)
     name=throughput-b$batch-compile-$compile
-    within "$end_c" "throughput batch $batch, compile $compile" python bench/throughput.py "${dataset[@]}" \
+    within "$end_c" "throughput batch $batch, compile $compile" python3 bench/throughput.py "${dataset[@]}" \
         "${speed[@]}" --batch-size "$batch" "${extra[@]}" --json "$out/$name.json" > "$out/$name.md"
     cat "$out/$name.md"
     { echo "### batch $batch, compile $compile"; cat "$out/$name.md"; echo; } >> "$out/throughput.md"
 done
 
 step "d. Table 1, shortened"
-within "$end_d" "Table 1" python bench/gpu_table1.py --out "$out" "${table[@]}" "${dataset[@]}"
+within "$end_d" "Table 1" python3 bench/gpu_table1.py --out "$out" "${table[@]}" "${dataset[@]}"
 
 step "end: $out"
 if [ ${#problems[@]} -gt 0 ]; then

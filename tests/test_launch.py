@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from submitit.helpers import DelayedSubmission
 
 import train_teacher
 from conftest import ROOT, TINY, run_script
 from undistill import launch
+
+DelayedSubmission = pytest.importorskip("submitit.helpers", reason="--slurm is optional and submitit is not "
+                                        "installed here (pip install submitit)").DelayedSubmission
 
 JOB_ID = "12345"
 
