@@ -24,12 +24,11 @@ import os
 import shlex
 import statistics
 import sys
-import tomllib
 from pathlib import Path
 
 import torch
 
-from . import UserError, cells, datasets, distributed, launch, methods, options, runs
+from . import UserError, cells, datasets, distributed, launch, methods, options, require, runs
 from .report import fmt, mean_std, read_json
 
 SMOKE = ["--epochs", "1", "--max-steps", "1", "--batch-size", "2", "--workers", "0", "--milestones", ""]
@@ -156,9 +155,12 @@ def parse_seeds(text):
 # ---- the table
 
 def read_layout(path):
+    # Python 3.11's TOML reader; on 3.10, the package it came from
+    toml = importlib.import_module("tomllib") if sys.version_info >= (3, 11) else require(
+        "tomli", "tomli", "a recipe's table layout on Python 3.10")
     try:
-        layout = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
+        layout = toml.loads(Path(path).read_text())
+    except (OSError, toml.TOMLDecodeError) as e:
         raise UserError(f"cannot read the table layout {path} ({e})") from None
     for key in ("title", "columns", "rows"):
         if key not in layout:
