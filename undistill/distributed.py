@@ -2,12 +2,17 @@
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from . import UserError
+
+# Before torch 2.8 (pytorch/pytorch#154976) destroying a gloo group holds the GIL while it waits for the group's
+# worker threads, one of which may still need the GIL to free the tensors of the last collective: a hang at exit.
+GLOO_DESTRUCTOR_HOLDS_GIL = tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 8)
 
 
 @dataclass
@@ -118,4 +123,6 @@ def run(main, args, sigterm=True):
         sys.exit(130 if isinstance(e, KeyboardInterrupt) else 143)
     finally:
         if dist.is_initialized():
+            if dist.get_backend() == "gloo" and GLOO_DESTRUCTOR_HOLDS_GIL:
+                time.sleep(0.1)  # without the GIL: gloo's worker threads free their last collective's tensors
             dist.destroy_process_group()
