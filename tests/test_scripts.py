@@ -263,12 +263,13 @@ def test_compiled_kd_student_matches_eager_and_saves_plain_weights(ce_teacher, t
         run_script("distill_student.py", *TINY, "--epochs", "1", "--attack", "kd", "--teacher", str(ce_teacher),
                    "--output", str(runs[name]), *extra)
     eager, compiled = (json.loads((runs[n] / "metrics.jsonl").read_text()) for n in ("eager", "compiled"))
-    # fused kernels round differently, which the steps after the first carry on (1.5e-4 apart with torch 2.4)
+    # Fused kernels round differently, and Adam turns rounding into steps of up to about lr (1e-3) either way, most
+    # where a gradient is near zero (biases before BatchNorm). Measured with torch 2.4, whose CPU kernels differ the
+    # most: losses 1.5e-4 apart, weights up to 6.5e-3, and 12 to 20 of the 1,000 test images flipped (this
+    # near-chance network puts many near a boundary).
     assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-3)
-    assert abs(compiled["test_acc"] - eager["test_acc"]) <= 0.2  # a test image or two may flip on rounding
+    assert abs(compiled["test_acc"] - eager["test_acc"]) <= 3
     plain, fused = (torch.load(runs[n] / "checkpoint.pt", weights_only=True)["state_dict"] for n in runs)
     assert plain.keys() == fused.keys()  # no torch.compile prefix: the checkpoint serves as a teacher as is
-    # Biases before BatchNorm get a zero gradient up to rounding, which Adam turns into steps of either sign: at
-    # most lr (1e-3) for each of the 4 steps.
-    assert all(torch.allclose(plain[k].float(), fused[k].float(), atol=4e-3) for k in plain)
+    assert all(torch.allclose(plain[k].float(), fused[k].float(), atol=1e-2) for k in plain)
     assert json.loads((runs["compiled"] / "summary.json").read_text())["args"]["compile"] is True
