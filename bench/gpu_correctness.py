@@ -75,6 +75,7 @@ class Report:
     def add(self, name, what, measured, limit, verdict=None):
         if verdict is None:
             verdict = "ok" if measured <= limit else "DIFFERS"
+        self.checks.pop(name, None)  # a check measured again moves to the end
         self.checks[name] = {"compared": what, "measured": measured, "limit": limit, "verdict": verdict}
         rows = [f"| {k} | {c['compared']} | {number(c['measured'])} | {number(c['limit'])} | {c['verdict']} |"
                 for k, c in self.checks.items()]
@@ -137,7 +138,7 @@ def main():
                     fp32 = train(method, [*argv, "--precision", "fp32"], work / "fp32" / method.name, data)
                     with Syncs(device) as synced:
                         bf16 = train(method, [*argv, "--precision", "bf16"], work / "bf16" / method.name, data)
-                    syncs[method.name] = synced
+                    syncs[f"{role} {method.name}"] = synced
                 except Exception as e:  # the method's verdict; the others still run
                     traceback.print_exc()
                     report.add(f"{role} {method.name}", what, None, args.tolerance,
@@ -145,12 +146,12 @@ def main():
                     continue
                 gap = abs(fp32["last_acc"] - bf16["last_acc"]) / 100 if method.release else disagreement(fp32, bf16)
                 report.add(f"{role} {method.name}", what, gap, args.tolerance)
-
-        waits = {name: counted for name, counted in syncs.items() if counted.found}
-        report.add("syncs", "host syncs per training step (bf16 runs): the most of any method",
-                   max((counted.per_step for counted in syncs.values()), default=0.0), 0.0,
-                   "; ".join(f"{name} {counted.per_step:.3g} ({', '.join(counted.found)})"
-                             for name, counted in waits.items()) or "ok")
+                # after each method, below its row: a run stopped at its deadline still reports the ones so far
+                waits = {name: counted for name, counted in syncs.items() if counted.found}
+                report.add("syncs", f"host syncs per training step, bf16 runs of the {len(syncs)} methods above: "
+                           "the most of any", max(counted.per_step for counted in syncs.values()), 0.0,
+                           "; ".join(f"{name} {counted.per_step:.3g} ({', '.join(counted.found)})"
+                                     for name, counted in waits.items()) or "ok")
 
         # The teacher's checkpoint, written on the device, loads on the CPU and answers as it does on the device
         model, _ = checkpoint.load_classifier(teacher)

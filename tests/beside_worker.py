@@ -18,4 +18,4 @@ backend = backends.DDP(model, torch.optim.SGD(model.parameters(), lr=0.1), confi
 x = torch.ones(1, 2)
 backend.step((ctx.rank + 1) * (backend.trained(x).sum() + beside(x).sum()))
 torch.save(beside.state_dict(), f"{sys.argv[1]}/rank{ctx.rank}.pt")
-torch.distributed.destroy_process_group()
+distributed.destroy()

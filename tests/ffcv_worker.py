@@ -16,4 +16,4 @@ seen = {f"epoch{e}": [y.clone() for _, y in train.epoch(e)] for e in (0, 1)}
 test = loaders.LOADERS["ffcv"](coded_split(betons, "test", TEST_N), 4, train=False, **common)
 seen["test"] = [(x.clone(), y.clone()) for x, y in test.epoch(0)]
 torch.save(seen, out / f"rank{ctx.rank}.pt")
-torch.distributed.destroy_process_group()
+distributed.destroy()

@@ -105,7 +105,7 @@ def run(main, args, sigterm=True):
     """Run `main(args)`; a UserError becomes one line on stderr (rank 0's) and exit code 2. Ctrl-C and SIGTERM
     abandon the current step and exit 130 and 143 with one line saying how to continue: every file is written
     atomically, so the last finished epoch is intact. `sigterm=False` leaves SIGTERM to a caller that handles it
-    (submitit). The process group is always destroyed (gloo jobs abort at exit otherwise)."""
+    (submitit). The process group is always destroyed."""
     if sigterm:
         signal.signal(signal.SIGTERM, terminate)
     main_rank = int(os.environ.get("RANK", 0)) == 0
@@ -122,7 +122,12 @@ def run(main, args, sigterm=True):
                   flush=True)
         sys.exit(130 if isinstance(e, KeyboardInterrupt) else 143)
     finally:
-        if dist.is_initialized():
-            if dist.get_backend() == "gloo" and GLOO_DESTRUCTOR_HOLDS_GIL:
-                time.sleep(0.1)  # without the GIL: gloo's worker threads free their last collective's tensors
-            dist.destroy_process_group()
+        destroy()
+
+
+def destroy():
+    """Destroy the process group, if any (gloo jobs abort at exit otherwise)."""
+    if dist.is_initialized():
+        if dist.get_backend() == "gloo" and GLOO_DESTRUCTOR_HOLDS_GIL:
+            time.sleep(0.1)  # without the GIL: gloo's worker threads free their last collective's tensors
+        dist.destroy_process_group()
