@@ -43,16 +43,20 @@ class CpuProxy(TorchDispatchMode):
         self.found, self.paused = found, False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        if not self.paused and (name in WAITING or name == "repeat_interleave" and not (kwargs or {}).get(
-                "output_size") or name in INDEXING and any(
-                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in _indices(args))):
+        kwargs = kwargs or {}
+        if not self.paused and waits(func.overloadpacket.__name__, args, kwargs):
             self.found()
-        return func(*args, **(kwargs or {}))
+        return func(*args, **kwargs)
 
 
-def _indices(args):
-    return args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else ()
+def waits(name, args, kwargs):
+    """Whether the aten operation `name` waits for the device when its tensors are on CUDA."""
+    if name in INDEXING:  # (tensor, indices, ...): a boolean index is turned into positions on the host
+        indices = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else ()
+        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices)
+    if name == "repeat_interleave":  # the output's length is read back unless given
+        return kwargs.get("output_size") is None
+    return name in WAITING
 
 
 class Syncs:
