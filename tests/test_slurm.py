@@ -2,6 +2,7 @@
 submitit arrays, one student's job is preempted mid-run (USR2, as SLURM warns before a preemption), submitit
 requeues it and it resumes, and the table equals the one the same recipe writes when run here. Skipped when no
 SLURM answers."""
+import importlib.util
 import os
 import re
 import shutil
@@ -21,6 +22,8 @@ SUBMITTED = re.compile(r"^submitted job (\S+): (\S+)  log (\S+)$", re.M)
 
 def no_slurm():
     """Why SLURM cannot run jobs here, or None."""
+    if importlib.util.find_spec("submitit") is None:
+        return "--slurm is optional and submitit is not installed here (pip install submitit)"
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
         return "no SLURM here (sinfo, sbatch): bash .ci/slurm_cluster.sh starts a one-node cluster"
     try:
