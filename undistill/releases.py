@@ -102,7 +102,7 @@ def rounded_probabilities(z, *, decimals):
     top = z.argmax(1, keepdim=True)
     best = log_q.gather(1, top)
     tied = (log_q == best).sum(1, keepdim=True) > 1
-    # the step added as a constant, so that the gradient passes as through `best` (torch 2.11 and older have no
+    # the step added as a constant, so that the gradient passes as through `best` (torch 2.4 and 2.11 have no
     # derivative for nextafter)
     step = torch.nextafter(best.detach(), torch.full_like(best, math.inf)) - best.detach()
     return log_q.scatter(1, top, torch.where(tied, best + step, best))
