@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from undistill import UserError, checkpoint, datasets, distributed, engine, launch, loaders, methods, models, \
-    options, runs
+    options, runs, teachers
 
 
 def parse_args(argv=None):
@@ -34,15 +34,16 @@ def main(args, info=None):
     withheld), when a caller that runs many methods has loaded it once (bench/gpu_correctness.py, gpu_table1.py);
     else it is loaded here."""
     method = methods.chosen(args, "attack")
-    teacher = method.load_frozen(args)  # None for the students without a teacher (scratch, ls)
+    teacher = teachers.load(method, args)  # None for the students without a teacher (scratch, ls)
     config, settings = options.resolve(args, method, datasets.record(args.dataset),
                                        released=teacher is not None and teacher.released)
-    if method.data_free and config.subset is not None:
-        raise UserError(f"--subset: --attack {method.name} is data-free, it reads no training image")
+    if method.data_free and (config.subset is not None or config.validation is not None):
+        raise UserError(f"--{'subset' if config.subset is not None else 'validation'}: --attack {method.name} is "
+                        "data-free, it reads no training image")
     ctx = distributed.init(config.device)
     if info is None:
         info = datasets.load(config.dataset, config.data_dir, config.download, config.subset, config.seed,
-                             config.ffcv_dir, train=not method.data_free)
+                             config.ffcv_dir, train=not method.data_free, validation=config.validation)
     if teacher is not None:
         teacher.check_compatible(info)
         settings.update(teacher.settings())
@@ -50,10 +51,11 @@ def main(args, info=None):
     torch.manual_seed(config.seed)  # the same initialization for the same seed, on every run
     net = models.build(config.arch, info.num_classes, config.weights, method.heads, info.image_size)
     student = models.Classifier(net, info.mean, info.std)
-    task = method.build(settings, info, ctx, config, teacher)
+    task = method.build(settings, methods.Run(method, info, ctx, config, teacher))
     meta = checkpoint.describe(info, config.arch, "student", method.name, settings, heads=method.heads,
                                access=method.access)
-    engine.fit(student, task, info, config, ctx, meta, runs.directory(config, "student", method.name, config.arch))
+    engine.fit(student, task, info=info, config=config, ctx=ctx, meta=meta,
+               out=runs.directory(config, "student", method.name, config.arch))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import argparse
 import torch
 
 from undistill import (checkpoint, datasets, distributed, engine, launch, loaders, methods, models, options,
-                       releases, runs)
+                       releases, runs, teachers)
 
 
 def parse_args(argv=None):
@@ -29,30 +29,31 @@ def main(args, info=None):
     """`info`: the dataset as datasets.load gives it for these args, when a caller that runs many methods has
     loaded it once (bench/gpu_correctness.py, gpu_table1.py); else it is loaded here."""
     method = methods.chosen(args, "defense")
-    frozen = method.load_frozen(args)  # the adversary (nasty), or the trained teacher to release
+    queried = teachers.load(method, args)  # the adversary (nasty), or the trained teacher to release
     config, settings = options.resolve(args, method, datasets.record(args.dataset))
     ctx = distributed.init(config.device)
     if info is None:  # a release reads no training image
         info = datasets.load(config.dataset, config.data_dir, config.download, config.subset, config.seed,
-                             config.ffcv_dir, train=method.release is None)
-    if frozen is not None:
-        frozen.check_compatible(info)
-        settings.update(frozen.settings())
+                             config.ffcv_dir, train=method.release is None, validation=config.validation)
+    if queried is not None:
+        queried.check_compatible(info)
+        settings.update(queried.settings())
     if method.release is not None:  # no training: the trained teacher, wrapped so that it emits only its release
-        return release(method, settings, frozen, info, config, ctx)
+        return release(method, settings, queried, info, config, ctx)
 
     torch.manual_seed(config.seed)  # the same initialization for the same seed, on every run
     net = models.build(config.arch, info.num_classes, config.weights, image_size=info.image_size)
     model = models.Classifier(net, info.mean, info.std)
-    task = method.build(settings, info, ctx, config, frozen)
+    task = method.build(settings, methods.Run(method, info, ctx, config, queried))
     meta = checkpoint.describe(info, config.arch, "teacher", method.name, settings)
-    engine.fit(model, task, info, config, ctx, meta, runs.directory(config, "teacher", method.name, config.arch))
+    engine.fit(model, task, info=info, config=config, ctx=ctx, meta=meta,
+               out=runs.directory(config, "teacher", method.name, config.arch))
 
 
 def release(method, settings, source, info, config, ctx):
     ckpt, model = source.checkpoints[0], source.model
-    released = method.bind(method.release, settings)(info.num_classes)
-    model.release = releases.transform(released)
+    released = method.release_entry(settings)
+    model.release = methods.release_transform(released, info.num_classes, f"--defense {method.name}")
     out = runs.directory(config, "teacher", method.name, ckpt["arch"])
     test = engine.make_loader(info.test, config, ctx, train=False)
     metrics = {f"test_{k}": v for k, v in engine.evaluate(engine.prepare(model, ctx, config), test, ctx,

@@ -29,6 +29,7 @@ import distill_student  # noqa: E402
 import train_teacher  # noqa: E402
 from syncs import Syncs  # noqa: E402
 from undistill import checkpoint, datasets, distributed, methods, runs  # noqa: E402
+from undistill.methods.attacks import Decoded  # noqa: E402
 
 SCRIPTS = {"defense": train_teacher, "attack": distill_student}
 CHECKPOINT_LIMIT = 1e-3  # fp32 on both sides: only the order of floating-point sums differs
@@ -36,20 +37,19 @@ COMPARED = {False: "bf16 vs fp32: mean loss and terms, relative", True: "bf16 vs
 
 
 def short(method, batch_size):
-    """A data-free attack's epoch is its own budget, not the subset's: two of its steps, on one batch of images.
-    The noise release draws its noise from the bits of the logits, which bf16 changes: at a vanishing sigma the two
-    precisions compare its deterministic part (a release path that runs and keeps the argmax)."""
-    return {"dafl": ["--steps-per-epoch", "2"],
-            "deepinversion": ["--di-iterations", "2", "--di-batch", str(batch_size), "--pool-batches", "1",
-                              "--batches-per-epoch", "1"],
-            "noise": ["--sigma", "1e-6"]}.get(method.name, [])
+    """A method's own tiny settings (a data-free attack's epoch is its own budget, not the subset's), the images
+    of an inverted batch filling one training batch. The noise release draws its noise from the bits of the logits,
+    which bf16 changes: at a vanishing sigma the two precisions compare its deterministic part (a release path that
+    runs and keeps the argmax)."""
+    own = {"deepinversion": ["--di-batch", str(batch_size)], "noise": ["--sigma", "1e-6"]}
+    return [*method.smoke, *own.get(method.name, [])]
 
 
 def train(method, argv, out, data):
     """Run the method through its script's main() on the loaded data; its first epoch's metrics (a release: its
     summary, it trains nothing)."""
-    script = SCRIPTS[method.role]
-    script.main(script.parse_args([*argv, f"--{method.role}", method.name, "--output", str(out), "--overwrite",
+    script = SCRIPTS[method.kind]
+    script.main(script.parse_args([*argv, f"--{method.kind}", method.name, "--output", str(out), "--overwrite",
                                    "--quiet"]), data[method.task.uses_training_split])
     if not (out / "metrics.jsonl").exists():
         return json.loads((out / "summary.json").read_text())
@@ -127,9 +127,11 @@ def main():
         teacher = work / "teacher" / "checkpoint.pt"
         train(methods.get("defense", "ce"), [*common, "--precision", "fp32"], teacher.parent, data)
         syncs = {}  # of each method's bf16 run
-        for role in ("defense", "attack"):
-            for method in methods.REGISTRY[role].values():
-                frozen = [method.option(method.frozen).flag_name, str(teacher)] if method.frozen else []
+        for kind in ("defense", "attack"):
+            for method in methods.REGISTRY[kind].values():
+                # the adaptive attacker reads a release through its decoding: the top-k release written above
+                queried = work / "fp32" / "topk" / "checkpoint.pt" if method.task is Decoded else teacher
+                frozen = [method.option(method.queries).flag_name, str(queried)] if method.queries else []
                 # a data-free attack reads no training image: no --subset, a few of its own steps instead
                 argv = [*base, *(subset if method.task.uses_training_split else []), *short(method, args.batch_size),
                         "--arch", (args.heads_arch or args.arch) if method.heads else args.arch, *frozen]
@@ -138,14 +140,14 @@ def main():
                     fp32 = train(method, [*argv, "--precision", "fp32"], work / "fp32" / method.name, data)
                     with Syncs(device) as synced:
                         bf16 = train(method, [*argv, "--precision", "bf16"], work / "bf16" / method.name, data)
-                    syncs[f"{role} {method.name}"] = synced
+                    syncs[f"{kind} {method.name}"] = synced
                 except Exception as e:  # the method's verdict; the others still run
                     traceback.print_exc()
-                    report.add(f"{role} {method.name}", what, None, args.tolerance,
+                    report.add(f"{kind} {method.name}", what, None, args.tolerance,
                                f"failed: {str(e).splitlines()[0][:100]}")
                     continue
                 gap = abs(fp32["last_acc"] - bf16["last_acc"]) / 100 if method.release else disagreement(fp32, bf16)
-                report.add(f"{role} {method.name}", what, gap, args.tolerance)
+                report.add(f"{kind} {method.name}", what, gap, args.tolerance)
                 # after each method, below its row: a run stopped at its deadline still reports the ones so far
                 waits = {name: counted for name, counted in syncs.items() if counted.found}
                 report.add("syncs", f"host syncs per training step, bf16 runs of the {len(syncs)} methods above: "

@@ -10,6 +10,8 @@ optimizers read their host-side step counters with .item()); nor does it see a c
 """
 import collections
 import contextlib
+import sys
+import sysconfig
 import traceback
 import warnings
 from pathlib import Path
@@ -21,16 +23,25 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from undistill import backends, engine
 
 ROOT = Path(__file__).resolve().parents[1]
+# Where installed packages and the interpreter live, a virtual environment inside the checkout (.venv) included
+INSTALLED = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, *sysconfig.get_paths().values())}
 # aten operations that wait for the device when their tensors are on CUDA
 WAITING = {"_local_scalar_dense", "nonzero", "masked_select", "bincount", "_unique", "_unique2", "unique_dim",
            "unique_consecutive", "lift_fresh"}
 INDEXING = {"index", "index_put", "index_put_", "_index_put_impl_"}  # wait when an index is boolean
 
 
+def is_project(filename):
+    """Whether a frame's file is the project's own code: under the checkout, not in an installed package."""
+    path = Path(filename).resolve()
+    return (path.is_relative_to(ROOT) and not any(path.is_relative_to(p) for p in INSTALLED)
+            and not {"site-packages", "dist-packages"} & set(path.parts))
+
+
 def project_frame():
     """'path:line' of the innermost frame of the project's code outside this file (the innermost frame if none)."""
     frames = [f for f in traceback.extract_stack() if f.filename != __file__]
-    mine = [f for f in frames if f.filename.startswith(str(ROOT))] or frames
+    mine = [f for f in frames if is_project(f.filename)] or frames
     path = Path(mine[-1].filename)
     return f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{mine[-1].lineno}"
 

@@ -30,7 +30,7 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from undistill import backends, datasets, distributed, engine, loaders, methods, metrics, models, options  # noqa: E402
-from undistill.methods.core import Frozen  # noqa: E402
+from undistill.teachers import Queried  # noqa: E402
 
 
 class PILImages(Dataset):
@@ -87,12 +87,11 @@ def classifier(info, args, ctx):
     return engine.prepare(models.Classifier(net, info.mean, info.std), ctx, args)
 
 
-def task(role, name, settings, info, args, ctx, frozen=None):
+def task(kind, name, settings, info, args, ctx, frozen=None):
     """The method's task as a run builds it, `frozen` (a model) standing for the checkpoint it would load."""
-    method = methods.get(role, name)
-    if method.frozen is not None:
-        frozen = Frozen(method.option(method.frozen), ["(random)"], frozen, [{}])
-    return method.build(settings, info, ctx, args, frozen)
+    method = methods.get(kind, name)
+    queried = Queried(method.option(method.queries), ["(random)"], frozen, [{}]) if method.queries else None
+    return method.build(settings, methods.Run(method, info, ctx, args, queried))
 
 
 def training_step(model, task, args, ctx):
@@ -116,14 +115,14 @@ def main():
     args, _ = options.resolve(cli, methods.get("defense", "ce"), datasets.record(cli.dataset))
     ctx = distributed.init(args.device)
     info = datasets.load(args.dataset, args.data_dir, args.download, args.subset, args.seed, args.ffcv_dir)
-    beton = info.train.records.path
+    beton = info.train.beton.path
     if "ffcv" in [*args.loaders.split(","), args.step_loader] and not (beton and beton.is_file()) \
             and args.dataset != "imagenet":  # small enough to write on the spot; ImageNet's loader says how
         tmp = Path(tempfile.mkdtemp(prefix="bench-ffcv-"))
         atexit.register(shutil.rmtree, tmp, ignore_errors=True)
         print(f"no train.beton in --ffcv-dir (default <data-dir>/ffcv): writing a temporary one in {tmp}")
         full = datasets.load(args.dataset, args.data_dir, args.download, ffcv_dir=tmp)
-        loaders.import_ffcv().write(full.train, full.train.records.path, workers=max(args.workers, 1))
+        loaders.import_ffcv().write(full.train, full.train.beton.path, workers=max(args.workers, 1))
         info = datasets.load(args.dataset, args.data_dir, args.download, args.subset, args.seed, tmp)
     torch.manual_seed(0)
     print(f"{args.dataset} {args.arch}, batch {args.batch_size}, {args.steps} steps after {args.warmup}, "

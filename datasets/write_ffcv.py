@@ -48,17 +48,17 @@ def main(args):
         raise UserError(f"--max-resolution: {args.dataset}'s images all have one size, which the loader needs")
     info = datasets.load(args.dataset, args.data_dir, args.download, ffcv_dir=args.out)
     splits = [info.train, info.test]
-    existing = [str(s.records.path) for s in splits if s.records.path.exists()]
+    existing = [str(s.beton.path) for s in splits if s.beton.path.exists()]
     if existing and not args.overwrite:
         raise UserError(f"{', '.join(existing)} already exist: add --overwrite to replace them")
     ffcv_io = loaders.import_ffcv()
-    splits[0].records.path.parent.mkdir(parents=True, exist_ok=True)
+    splits[0].beton.path.parent.mkdir(parents=True, exist_ok=True)
     for split in splits:
-        print(f"writing {len(split)} images to {split.records.path}")
-        ffcv_io.write(split, split.records.path, args.write_mode or ("jpg" if imagenet else "raw"),
+        print(f"writing {len(split)} images to {split.beton.path}")
+        ffcv_io.write(split, split.beton.path, args.write_mode or ("jpg" if imagenet else "raw"),
                       args.max_resolution or (IMAGENET_MAX_RESOLUTION if imagenet else None), args.jpeg_quality,
                       args.workers)
-    print(f"done: train it with --loader ffcv --ffcv-dir {splits[0].records.path.parent}")
+    print(f"done: train it with --loader ffcv --ffcv-dir {splits[0].beton.path.parent}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 # then declares cells and runs them, stage by stage (a stage reads the checkpoints of the stages before it):
 #   cell NAME SCRIPT OPTIONS...   a run per seed in $OUT/NAME/s<seed>; @OTHER in OPTIONS is that seed's
 #                                 $OUT/OTHER/s<seed>/checkpoint.pt
+#   searched NAME SCRIPT OPTIONS... a student whose attack searches the settings OPTIONS leave open (Method.search;
+#                                 HTC's tau and m), each seed choosing on a validation split of its training images
+#                                 and training its choice again on all of them (undistill.recipe)
 #   run_cells                     runs the cells declared since the last run_cells (finished ones are skipped,
 #                                 unfinished ones resumed), then forgets them
 #   table LAYOUT.toml             writes $OUT/<layout name>.md and .json: the paper's table, ours beside its numbers
@@ -57,6 +60,11 @@ _ask() {  # a request to the server (a module of undistill and its arguments); r
 
 cell() {
     printf '%q ' "$@" >> "$_cells"
+    echo >> "$_cells"
+}
+
+searched() {
+    printf '%q ' --search "$@" >> "$_cells"
     echo >> "$_cells"
 }
 

@@ -165,21 +165,23 @@ def tiny_classifier(seed, classes=3, size=4):
     return models.Classifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, classes)), *STATS)
 
 
-def build_task(role, name, settings, frozen=None, classes=3, image_size=4, world_size=1):
+def build_task(kind, name, settings, frozen=None, classes=3, image_size=4, world_size=1, release=None):
     """The method's Task as distill_student.py / train_teacher.py build it, for mnist5k-like data of `classes`
-    classes and `image_size` pixels; `frozen` (a module) stands for the checkpoint its frozen option would load."""
+    classes and `image_size` pixels; `frozen` (a module) stands for the checkpoint its queried option would load,
+    a release of `release` (its checkpoint entry) where given."""
     from dataclasses import replace
 
     from undistill import datasets, methods
     from undistill.distributed import Context
-    from undistill.methods.core import Frozen
-    method = methods.get(role, name)
+    from undistill.teachers import Queried
+    method = methods.get(kind, name)
     if frozen is not None:
-        frozen = Frozen(method.option(method.frozen), ["frozen.pt"], frozen.eval().requires_grad_(False), [{}])
+        frozen = Queried(method.option(method.queries), ["frozen.pt"], frozen.eval().requires_grad_(False),
+                         [{"release": release} if release else {}])
     record = replace(datasets.record("mnist5k"), num_classes=classes, image_size=image_size)
     info = datasets.DataInfo(record, None, None)
     config = Namespace(seed=0, batch_size=8 * world_size, precision="fp32", grad_clip=0.0)
-    return method.build(settings, info, Context(), config, frozen)
+    return method.build(settings, methods.Run(method, info, Context(), config, frozen))
 
 
 def step_once(task, model, x, y, lr=0.1, epoch=0):

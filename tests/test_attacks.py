@@ -221,7 +221,7 @@ def test_unset_settings_take_the_papers_values_for_the_dataset():
     assert kd_on("cifar100")["tau"] == kd_on("tinyimagenet")["tau"] == 20.0
     assert kd_on("cifar10", released=True)["tau"] == 20.0  # a stingy teacher is distilled at 20
     scm_settings = settings_for(["--attack", "scm", "--teacher", "t.pt", "--tau", "3"])
-    assert scm_settings["multiplier"] == 9.0  # m = tau^2: one teacher gives KD
+    assert scm_settings["multiplier"] == 50.0  # from the set Jandial et al. search, not tau^2
     htc_settings = settings_for(["--attack", "htc", "--teacher", "t.pt"])
     assert (htc_settings["alpha"], htc_settings["tau"], htc_settings["multiplier"]) == (0.9, 50.0, 50.0)
     dkd_settings = settings_for(["--attack", "dkd", "--teacher", "t.pt"], "cifar100")

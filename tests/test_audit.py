@@ -1,5 +1,6 @@
-"""The audit: its plan per budget, refused options, skipping and resuming cells, the verdict sentence, and an audit
-run end to end whose report is recomputed here from the run summaries and checkpoints."""
+"""The audit: its plan per budget, refused options, skipping and resuming students, the release's verdict sentence
+(hand-computed intervals), and an audit run end to end whose report is recomputed here from the run summaries and
+checkpoints, each seed's searched setting chosen on its validation split."""
 import json
 import os
 import shutil
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from undistill import UserError, audit, cells, checkpoint, datasets, metrics
+from undistill import UserError, audit, cells, checkpoint, datasets, metrics, runs, verdict
 
 
 def plan_of(teacher, *argv):
@@ -19,22 +20,26 @@ def plan_of(teacher, *argv):
 
 
 def names(plan, release="full"):
-    return [c.name for c in plan.cells if c.release == release]
+    return [a.name for a in plan.attacks if a.release == release]
 
 
 def test_the_plan_of_each_budget(ce_teacher, tmp_path):
     quick = plan_of(ce_teacher, "--output", str(tmp_path))
-    assert names(quick) == ["kd-t1", "kd-t2", "kd-t4", "kd-t8", "kd-t20", "htc", "dkd", "kd-t4-no-labels",
-                            "kd-t4-share0.01", "kd-t4-share0.05"]  # mnist5k: tau 4 is in the grid already
-    assert quick.seeds == [0] and quick.epochs == 15 and quick.milestones == "8,12"  # mnist5k's whole schedule
-    assert sorted((c.name, c.share) for c in quick.cells if c.release is None) == [
+    assert names(quick) == ["kd", "htc", "dkd", "kd-no-labels", "kd-share0.01", "kd-share0.05"]
+    grids = {a.name: [setting for setting, _ in a.grid] for a in quick.attacks if a.release == "full"}
+    assert grids["kd"] == ["tau1", "tau2", "tau4", "tau8", "tau20"] and grids["dkd"] == [""]
+    assert len(grids["htc"]) == 16 and "tau50-multiplier50" in grids["htc"]  # tau 4..100 x m 1..50, as the paper
+    assert quick.seeds == [0, 1, 2] and quick.epochs == 15 and quick.milestones == "8,12"  # mnist5k's whole schedule
+    assert sorted((a.name, a.share) for a in quick.attacks if a.release is None) == [
         ("ls", 0.1), ("ls-share0.01", 0.01), ("ls-share0.05", 0.05),
         ("scratch", 0.1), ("scratch-share0.01", 0.01), ("scratch-share0.05", 0.05)]
     full = plan_of(ce_teacher, "--budget", "full", "--student-arch", "resnetc20", "--output", str(tmp_path))
-    assert full.seeds == [0, 1, 2] and {"skeptical", "dafl", "deepinversion"} <= set(names(full))
-    assert [c.white_box for c in full.cells if c.name in ("dafl", "deepinversion")] == [True, True]
+    assert full.seeds == [0, 1, 2, 3, 4] and {"skeptical", "dafl", "deepinversion"} <= set(names(full))
+    assert [a.definition.access for a in full.attacks if a.name in ("dafl", "deepinversion")] == ["white-box"] * 2
     standard = plan_of(ce_teacher, "--budget", "standard", "--seeds", "3,4", "--output", str(tmp_path))
     assert standard.seeds == [3, 4] and "skeptical" not in names(standard)  # the plain CNN has no stages
+    label = plan_of(ce_teacher, "--release", "label", "--output", str(tmp_path))
+    assert names(label, "label")[-1] == "adaptive"  # a release with a decoding meets the attacker who knows it
 
 
 def test_a_shortened_schedule_scales_its_milestones():
@@ -45,14 +50,13 @@ def test_a_shortened_schedule_scales_its_milestones():
 
 
 def test_releases_and_a_chosen_attack_bring_only_their_baselines(ce_teacher, tmp_path):
-    argv = [str(ce_teacher), "--release", "full", "stingy:ratio=0.3", "--attacks", "kd-t4-share0.01", "htc",
+    argv = [str(ce_teacher), "--release", "full", "stingy:ratio=0.3", "--attacks", "kd-share0.01", "htc",
             "--output", str(tmp_path), "--data-dir", "data/mnist5k"]
     args = audit.parse_args(argv)
     plan = audit.make_plan(args)
-    assert [(c.release, c.name) for c in plan.cells] == [
-        (None, "ls"), (None, "scratch"), (None, "ls-share0.01"), (None, "scratch-share0.01"),
-        ("full", "htc"), ("full", "kd-t4-share0.01"), ("stingy:ratio=0.3", "htc"),
-        ("stingy:ratio=0.3", "kd-t4-share0.01")]
+    assert sorted({(a.release or "", a.name) for a, *_ in plan.units(only_chosen=True)}) == [
+        ("", "ls"), ("", "ls-share0.01"), ("", "scratch"), ("", "scratch-share0.01"),
+        ("full", "htc"), ("full", "kd-share0.01"), ("stingy:ratio=0.3", "htc"), ("stingy:ratio=0.3", "kd-share0.01")]
     assert plan.releases["stingy:ratio=0.3"] == tmp_path / "releases" / "stingy_ratio=0.3" / "checkpoint.pt"
     command = audit.release_command("stingy:ratio=0.3", plan, plan.releases["stingy:ratio=0.3"], args)
     assert command[:8] == [
@@ -66,7 +70,7 @@ def test_releases_and_a_chosen_attack_bring_only_their_baselines(ce_teacher, tmp
     (["--jobs", "0"], "--jobs and --nproc-per-cell must be at least 1"),
     (["--seeds", "0,0"], "a seed appears twice"),
     (["--seeds", "a"], "give comma-separated integers"),
-    (["--attacks", "kd-t3"], "--attacks kd-t3: not a cell of this plan"),
+    (["--attacks", "kd-t3"], "--attacks kd-t3: not an attack of this plan"),
 ])
 def test_bad_options_are_refused_before_anything_runs(ce_teacher, tmp_path, argv, message):
     with pytest.raises(UserError, match=message):
@@ -79,17 +83,17 @@ def test_a_student_or_a_release_given_as_the_teacher_is_refused(ce_teacher, tmp_
     checkpoint.save(dict(ckpt, role="student"), tmp_path / "student.pt")
     with pytest.raises(UserError, match="is a student's checkpoint: audit a teacher"):
         plan_of(tmp_path / "student.pt")
-    checkpoint.save(dict(ckpt, release={"name": "stingy", "variant": "top", "ratio": 0.2, "k": 2}),
+    checkpoint.save(dict(ckpt, release={"name": "stingy", "ratio": 0.2, "variant": "top"}),
                     tmp_path / "stingy.pt")
     with pytest.raises(UserError, match="is already a stingy release: audit it with --release full"):
         plan_of(tmp_path / "stingy.pt", "--release", "full", "label")
 
 
 def test_finished_cells_are_skipped_and_unfinished_ones_resumed(ce_teacher, tmp_path, monkeypatch):
-    args = audit.parse_args([str(ce_teacher), "--attacks", "htc", "--output", str(tmp_path)])
+    args = audit.parse_args([str(ce_teacher), "--attacks", "dkd", "--seeds", "0", "--output", str(tmp_path)])
     plan = audit.make_plan(args)
     audit.claim(plan, args)
-    ls, scratch, htc = (c.directory(tmp_path, "cnn", 0) for c in plan.cells)
+    ls, scratch, dkd = (d for *_, d in plan.units(only_chosen=True))
     ls.mkdir(parents=True)
     (ls / "summary.json").write_text(json.dumps({"epochs": plan.epochs}))  # finished
     scratch.mkdir(parents=True)
@@ -98,11 +102,12 @@ def test_finished_cells_are_skipped_and_unfinished_ones_resumed(ce_teacher, tmp_
     commands = []
     monkeypatch.setattr(cells, "execute", lambda command, log, jobs, nproc, processes: commands.append(command) or 0)
     assert audit.run(plan, args)
-    assert [(c[c.index("--attack") + 1], c[-1]) for c in commands] == [("scratch", "--resume"), ("htc", "--overwrite")]
-    htc_command = commands[1]
-    assert htc_command[htc_command.index("--teacher") + 1] == str(ce_teacher)
-    assert htc_command[htc_command.index("--subset") + 1] == "0.1"
-    assert htc_command[htc_command.index("--output") + 1] == str(htc)
+    assert [(c[c.index("--attack") + 1], c[-1]) for c in commands] == [("scratch", "--resume"), ("dkd", "--overwrite")]
+    dkd_command = commands[1]
+    assert dkd_command[dkd_command.index("--teacher") + 1] == str(ce_teacher)
+    assert dkd_command[dkd_command.index("--subset") + 1] == "0.1"
+    assert dkd_command[dkd_command.index("--validation") + 1] == "0.2"  # its choice never sees the test split
+    assert dkd_command[dkd_command.index("--output") + 1] == str(dkd)
 
 
 def test_an_output_holding_another_audit_is_refused_unless_overwritten(ce_teacher, tmp_path):
@@ -127,27 +132,45 @@ def test_an_output_holding_another_audit_is_refused_unless_overwritten(ce_teache
         audit.claim(audit.make_plan(foreign), foreign)
 
 
-def row(attack, vs_ls, undistillable=None):
-    return {"attack": attack, "student": "cnn", "vs_ls": vs_ls,
-            "undistillable": None if vs_ls is None else vs_ls[0] <= 0}
+def row(attack, differences, share=0.1):
+    iv = verdict.interval(differences)
+    return {"attack": attack, "student": "cnn", "share": share, "vs_ls": iv.as_dict(), "outcome": iv.outcome}
 
 
-def test_the_verdict_sentence():
-    held = [row("kd-t4", (-1.5, 0.5, 2)), row("htc", (-0.25, 0.75, 2)), row("dkd", None)]
-    assert audit.verdict("full", held, [0, 1]) == (
-        "full: undistillable against 2 of 2 attacks over 2 seeds; strongest attack htc (cnn): -0.25 ± 0.75 points "
-        "over the LS student")
-    cloned = held + [row("kd-t20", (2.0, None, 1))]
-    assert audit.verdict("label", cloned, [0]) == (
-        "label: cloned by 1 of 3 attacks over 1 seed; strongest kd-t20 (cnn): +2.00 points over the LS student")
-    assert "no verdict yet" in audit.verdict("full", [row("dkd", None)], [0])
+HALF = 4.302653 / 3 ** 0.5  # t(0.975, 2) / sqrt(3): three seeds' half-width for a std of 1
 
 
-@pytest.mark.timeout(900)  # six students and three audits of them: minutes on 2 busy cores
+def test_the_release_sentence_takes_the_strongest_of_its_attacks_beyond_the_seeds_noise():
+    held = [row("kd", [-3, -4, -5]), row("htc", [-5, -6, -7])]  # both intervals at or below 0
+    assert audit.release_sentence("full", held, [0, 1, 2]) == (
+        "full: undistillable against all 2 attacks; strongest kd (cnn): -4.00 ± 1.00 [-6.48, -1.52] points over "
+        "the LS student (95% interval, 3 seeds; -7.58 to -0.42 for the best of 2 attacks)")  # t(1 - 0.05/4, 2) 6.21
+    tie = held + [row("dkd", [1, -1, 0])]  # level with the LS student on average: inside the noise, no verdict
+    assert audit.release_sentence("full", tie, [0, 1, 2]).startswith(
+        "full: inconclusive (2 of 3 attacks undistillable, 1 inside the seeds' noise); strongest dkd (cnn): "
+        "+0.00 ± 1.00 [-2.48, +2.48]")
+    # +3 +- 2.48 clears 0 alone, not for the best of 3 attacks (t(1 - 0.05 / 6, 2) = 7.65: -1.42 to +7.42)
+    lucky = held + [row("kd-no-labels", [2, 3, 4])]
+    assert lucky[-1]["outcome"] == "cloned"
+    assert "1 above 0 alone but not for the best of 3); strongest kd-no-labels (cnn): +3.00 ± 1.00 [+0.52, +5.48]" \
+        in audit.release_sentence("full", lucky, [0, 1, 2])
+    cloning = held + [row("kd-no-labels", [9, 10, 11])]
+    assert audit.release_sentence("label", cloning, [0, 1, 2]) == (
+        "label: cloned by kd-no-labels (cnn): +10.00 ± 1.00 [+7.52, +12.48] points over the LS student (95% "
+        "interval, 3 seeds; +5.58 to +14.42 for the best of 3 attacks)")
+    assert audit.release_sentence("full", [row("kd", [0.3])], [0]).startswith(
+        "full: indicative, 1 seed: strongest kd (cnn): +0.30")  # one seed never decides
+    void = dict(row("kd", [5, 6, 7]), outcome="void")
+    assert "void: the teacher is not clearly better" in audit.release_sentence("full", [void], [0, 1, 2])
+    assert "no verdict yet" in audit.release_sentence("full", [], [0])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # 24 students and three audits of them: minutes on 2 busy cores
 def test_an_audit_end_to_end_reports_what_its_runs_measured(ce_teacher, tmp_path):
     out = tmp_path / "audit"
-    argv = [str(ce_teacher), "--attacks", "kd-t4", "--epochs", "1", "--share", "0.05", "--release", "full", "label",
-            "--reference", str(ce_teacher), "--output", str(out)]
+    argv = [str(ce_teacher), "--attacks", "kd", "--seeds", "0,1", "--epochs", "1", "--share", "0.05", "--release",
+            "full", "label", "--reference", str(ce_teacher), "--jobs", "2", "--output", str(out)]
     audit.main(audit.parse_args(argv))
     report = json.loads((out / "report.json").read_text())
     info = datasets.load("mnist5k", train=False)
@@ -156,49 +179,59 @@ def test_an_audit_end_to_end_reports_what_its_runs_measured(ce_teacher, tmp_path
     teacher, _ = checkpoint.load_classifier(ce_teacher)
     with torch.no_grad():
         z_teacher = teacher(x)
-    ls = json.loads((out / "baselines/cnn/ls/s0/summary.json").read_text())["last_acc"]
-    scratch = json.loads((out / "baselines/cnn/scratch/s0/summary.json").read_text())["last_acc"]
-    for cell in report["cells"]:
-        run = out / cell["release"] / "cnn" / "kd-t4" / "s0"
-        acc = json.loads((run / "summary.json").read_text())["last_acc"]
-        student, _ = checkpoint.load_classifier(run / "checkpoint.pt")
-        with torch.no_grad():
-            z = student(x)
-        assert cell["acc"][0] == pytest.approx(acc) and cell["vs_ls"][0] == pytest.approx(acc - ls)
-        assert cell["vs_scratch"][0] == pytest.approx(acc - scratch) and cell["undistillable"] == (acc <= ls)
-        assert cell["fidelity"][0] == pytest.approx(100 * (z.argmax(1) == z_teacher.argmax(1)).double().mean().item())
-        assert cell["kl"][0] == pytest.approx(metrics.kl_to_reference(z_teacher, z, 4.0), rel=1e-6)
-    assert [c["release"] for c in report["cells"]] == ["full", "label"]
+
+    def summary(run):
+        return json.loads((run / "summary.json").read_text())
+    ls = {s: summary(out / f"baselines/cnn/ls/s{s}")["last_acc"] for s in (0, 1)}
+    assert [r["release"] for r in report["rows"]] == ["full", "label"]
+    for row in report["rows"]:
+        accs, fidelities = {}, []
+        for seed in (0, 1):  # each seed keeps the temperature with the best validation accuracy
+            runs_ = {f"tau{t}": out / row["release"] / "cnn" / "kd" / f"tau{t}" / f"s{seed}" for t in (1, 2, 4, 8, 20)}
+            kept = runs.chosen({name: summary(run)["last_val_acc"] for name, run in runs_.items()})
+            accs[seed] = summary(runs_[kept])["last_acc"]
+            student, _ = checkpoint.load_classifier(runs_[kept] / "checkpoint.pt")
+            with torch.no_grad():
+                fidelities.append(100 * (student(x).argmax(1) == z_teacher.argmax(1)).double().mean().item())
+        assert sum(row["chosen"].values()) == 2 and row["acc"][0] == pytest.approx(sum(accs.values()) / 2)
+        assert row["vs_ls"] == verdict.paired(accs, ls).as_dict()  # mean, std and the t-interval over the seeds
+        assert row["fidelity"][0] == pytest.approx(sum(fidelities) / 2)
+        assert row["queries"] > 0
     label_release = report["releases"]["label"]
     assert label_release["acc"] == pytest.approx(metrics.accuracy(z_teacher, y))  # the label keeps the argmax
     assert report["releases"]["full"]["kl_to_reference"] == pytest.approx(0.0, abs=1e-9)  # against itself
     text = (out / "report.md").read_text()
-    assert all(v in text for v in report["verdicts"].values()) and "kd-t4" in text
+    assert all(v in text for v in report["verdicts"].values()) and "tau20" in text and "best" in text
     page = (out / "report.html").read_text()  # the same report as one page: its sentences, tables and figures
-    assert all(v in page for v in report["verdicts"].values()) and page.count("<table>") == 2
+    assert all(v in page for v in report["verdicts"].values()) and page.count("<table>") == 4
     for figure in ("temperature.png", "responses.png", "tsne.png", "reliability.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f'src="{figure}"' in page
-    # run again: every cell is done, nothing is trained and the same report is written
+    # run again: every student is done, nothing is trained and the same report is written
     before = {p: p.stat().st_mtime_ns for p in out.rglob("checkpoint.pt")}
     audit.main(audit.parse_args(argv))
     assert {p: p.stat().st_mtime_ns for p in out.rglob("checkpoint.pt")} == before
-    assert json.loads((out / "report.json").read_text())["cells"] == report["cells"]
-    shutil.rmtree(out / "full")  # a lost cell is trained again
+    assert json.loads((out / "report.json").read_text())["rows"] == report["rows"]
+    # another row alone: the report still covers every finished one
+    audit.main(audit.parse_args([*argv[:2], "dkd", *argv[3:]]))
+    again = json.loads((out / "report.json").read_text())
+    assert [r["attack"] for r in again["rows"]].count("kd") == 2 and "dkd" in [r["attack"] for r in again["rows"]]
+    shutil.rmtree(out / "full" / "cnn" / "kd" / "tau1" / "s0")  # a lost student is trained again
     audit.main(audit.parse_args(argv))
-    assert (out / "full/cnn/kd-t4/s0/summary.json").is_file()
+    assert (out / "full/cnn/kd/tau1/s0/summary.json").is_file()
 
 
 def test_a_small_share_takes_a_smaller_batch(ce_teacher, tmp_path):
     args = audit.parse_args([str(ce_teacher), "--output", str(tmp_path)])
     plan = audit.make_plan(args)
-    plan.train_size = 4000  # mnist5k: shares 0.1, 0.01 and 0.05 hold 400, 40 and 200 images
-    batches = {c.name: plan.batch(c) for c in plan.cells if c.release is None}
-    assert batches == {"ls": 100, "scratch": 100, "ls-share0.01": 10, "scratch-share0.01": 10, "ls-share0.05": 50,
-                       "scratch-share0.05": 50}
-    command = audit.run_of(plan.cells[2], "cnn", 0, plan, args, tmp_path).argv
-    assert command[command.index("--batch-size") + 1] == "10"
-    plan.train_size = 50_000  # CIFAR: 5,000 images keep the scripts' batch, and the command its default
-    assert "--batch-size" not in audit.run_of(plan.cells[0], "cnn", 0, plan, args, tmp_path).argv
+    plan.train_size = 4000  # mnist5k: shares 0.1, 0.01 and 0.05 train on 80% of 400, 40 and 200 images
+    batches = {a.name: plan.batch(a) for a in plan.attacks if a.release is None}
+    assert batches == {"ls": 80, "scratch": 80, "ls-share0.01": 8, "scratch-share0.01": 8, "ls-share0.05": 40,
+                       "scratch-share0.05": 40}
+    small = plan.baseline("ls", 0.01)
+    command = audit.run_of(small, "", "cnn", 0, plan, args, tmp_path).argv
+    assert command[command.index("--batch-size") + 1] == "8"
+    plan.train_size = 50_000  # CIFAR: 4,000 images keep the scripts' batch, and the command its default
+    assert "--batch-size" not in audit.run_of(plan.baseline("ls", 0.1), "", "cnn", 0, plan, args, tmp_path).argv
 
 
 def test_cells_run_under_torchrun_with_their_share_of_the_threads(tmp_path, monkeypatch):

@@ -53,7 +53,7 @@ def test_gpu_check_smoke_writes_every_table(tmp_path):
     # every registered defense and attack, bf16 against fp32, their steps' host syncs (none), then the checkpoint
     # and the resume: all passing
     checks = json.loads((out / "correctness.json").read_text())["checks"]
-    registered = [f"{role} {name}" for role in methods.ROLES for name in methods.names(role)]
+    registered = [f"{kind} {name}" for kind in methods.KINDS for name in methods.names(kind)]
     assert list(checks) == [*registered, "syncs", "checkpoint", "resume"]
     assert {"defense nasty", "defense stingy", "attack kd", "attack dafl", "attack deepinversion"} <= set(checks)
     assert [k for k, c in checks.items() if c["verdict"] != "ok"] == [], checks
@@ -76,10 +76,11 @@ def test_gpu_check_smoke_writes_every_table(tmp_path):
                                                 "scratch", "ls", "kd-from-ce", "kd-from-nasty", "kd-from-cmim",
                                                 "kd-from-stingy"])
     assert sorted(r["teacher"].split("(")[0].split()[0] for r in table["rows"]) == ["ce", "cmim", "nasty", "stingy"]
-    assert all(r["attack"].startswith("kd(") and r["undistillable"] in (True, False) for r in table["rows"])
+    # one seed: no interval, a sign only (or no headroom over the LS student)
+    assert all(r["attack"].startswith("kd(") and r["outcome"] in ("indicative", "void") for r in table["rows"])
     assert sorted(b["method"] for b in table["baselines"]) == ["ls", "scratch"]
     assert all(p["here"] is not None for p in table["paper"].values())
     markdown = (out / "table1.md").read_text()
-    assert markdown.count("| mnist5k |") == 4 and "undistillable" in markdown
+    assert markdown.count("| mnist5k |") == 4 and "| vs LS student | verdict |" in markdown and "(1 seed)" in markdown
     assert {"teacher, normal (CE)", "student, KD from the nasty teacher"} <= set(table_rows(markdown))
     assert "| 95.13 |" in markdown and "| 88.01 |" in markdown

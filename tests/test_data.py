@@ -212,7 +212,7 @@ def test_a_subset_decodes_only_its_own_images(tmp_path, monkeypatch):
     again = datasets.load("tinyimagenet", tmp_path, subset=0.5, seed=0)  # ... which a subset then reads
     assert not [p for p in decoded if "/train/" in str(p)] and len(full.train) == 210
     assert torch.equal(again.train.images, info.train.images)
-    assert torch.equal(again.train.records.indices, info.train.records.indices)
+    assert torch.equal(again.train.beton.indices, info.train.beton.indices)
 
 
 def test_tinyimagenet_without_val_annotations_is_refused(tmp_path):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import build_task, step_once, tiny_classifier
-from undistill import datasets, models, releases
+from undistill import datasets, methods, models, releases
 from undistill.methods.core import kl, ls
 from undistill.methods.defenses import nasty
 from undistill.releases import stingy_k, stingy_least, stingy_reverse, stingy_smooth, stingy_top
@@ -173,7 +173,8 @@ def test_stingy_k_rounds_down_and_is_at_least_one():
 
 
 def test_stingy_ratios_per_dataset_give_the_papers_k():
-    ks = {name: stingy_k(r.papers["stingy"]["ratio"], r.num_classes) for name, r in datasets.DATASETS.items()}
+    stingy = methods.get("defense", "stingy")
+    ks = {name: stingy_k(stingy.default("ratio", name), r.num_classes) for name, r in datasets.DATASETS.items()}
     assert ks == {"mnist5k": 2, "cifar10": 2, "cifar100": 10, "tinyimagenet": 20, "imagenet": 100}
 
 
@@ -266,9 +267,9 @@ def test_stingy_least_keeps_k_logits_and_argmax(logits_and_k):
 @pytest.mark.parametrize("variant", sorted(releases.STINGY_VARIANTS))
 def test_a_release_names_its_transform_and_the_loaded_model_applies_it(variant):
     z = torch.tensor([[1.0, 5.0, 3.0, 2.0, 4.0]])
-    transform = releases.transform({"name": "stingy", "variant": variant, "ratio": 0.4, "k": 2})
+    transform = methods.release_transform({"name": "stingy", "ratio": 0.4, "variant": variant}, 5, "test")
     assert torch.equal(transform(z), releases.STINGY_VARIANTS[variant](z, 2))
-    assert releases.transform(None) is None
+    assert methods.release_transform(None, 5, "test") is None
 
 
 # ---------------------------------------------------------------- released classifier

@@ -33,7 +33,7 @@ def coded_split(betons, split, n, augment=CIFAR_AUGMENT):
     """test_data.coded's images (each pixel names its image and place; label = image id) as a split whose FFCV
     records are betons/<split>.beton; training splits carry `augment`."""
     dataset = coded(n, 32, augment if split == "train" else None)
-    dataset.records = datasets.Records(betons / f"{split}.beton", n, "test_ffcv.py")
+    dataset.beton = datasets.Beton(betons / f"{split}.beton", n, "test_ffcv.py")
     return dataset
 
 
@@ -196,7 +196,7 @@ def test_imagenet_crops_replay_and_evaluation_crops_the_center(tmp_path):
     info = datasets.load("imagenet", tmp_path)
     (tmp_path / "ffcv").mkdir()
     for split in (info.train, info.test):
-        ffcv_io.write(split, split.records.path, "jpg", 400, 90, workers=2)
+        ffcv_io.write(split, split.beton.path, "jpg", 400, 90, workers=2)
     train = ffcv_loader(info.train, 250, train=True)
     (x, y), again = (gather(train.epoch(0)) for _ in range(2))
     assert x.shape == (1000, 3, 224, 224) and sorted(y.tolist()) == list(range(1000))

@@ -167,12 +167,13 @@ def test_preempted_job_is_requeued_and_resumes_exactly(tmp_path, monkeypatch):
 def test_an_audit_submits_its_cells_as_one_array(ce_teacher, tmp_path, fake_slurm, capsys):
     from undistill import audit
     out = tmp_path / "audit"
-    audit.main(audit.parse_args([str(ce_teacher), "--attacks", "htc", "--slurm", "--output", str(out)]))
+    audit.main(audit.parse_args([str(ce_teacher), "--attacks", "dkd", "--seeds", "0", "--slurm", "--output",
+                                 str(out)]))
     assert "#SBATCH --array=0-2%3" in directives(fake_slurm) and "#SBATCH --job-name=audit-mnist5k" in directives(
         fake_slurm)
     jobs = [submitted(out / "slurm", f"{JOB_ID}_{i}") for i in range(3)]
     assert [(j.args.attack, j.args.output) for j in jobs] == [
         ("ls", out / "baselines/cnn/ls/s0"), ("scratch", out / "baselines/cnn/scratch/s0"),
-        ("htc", out / "full/cnn/htc/s0")]
-    assert jobs[2].args.teacher == [ce_teacher] and jobs[2].argv[:3] == ["distill_student.py", "--attack", "htc"]
+        ("dkd", out / "full/cnn/dkd/s0")]
+    assert jobs[2].args.teacher == [ce_teacher] and jobs[2].argv[:3] == ["distill_student.py", "--attack", "dkd"]
     assert "the same command writes the report" in capsys.readouterr().out and not (out / "report.md").exists()

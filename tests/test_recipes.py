@@ -1,5 +1,6 @@
 """The recipes: every one runs end to end in smoke mode and writes its table in the paper's layout; a killed recipe
-continues to the same table; the table's numbers are the runs' means, differences and verdicts."""
+continues to the same table; the table's numbers are the runs' means, differences and paired intervals with their outcomes; a searched cell
+chooses its setting on its validation split."""
 import json
 import os
 import signal
@@ -58,30 +59,47 @@ def test_a_failed_stage_stops_the_recipe_with_its_one_line_error_and_keeps_the_s
     assert (tmp_path / "out" / "good" / "s0" / "summary.json").is_file()
 
 
-def summary(path, acc, epochs=1):
+def summary(path, acc, epochs=1, best=None):
     path.mkdir(parents=True)
-    (path / "summary.json").write_text(json.dumps({"last_acc": acc, "best_acc": acc, "epochs": epochs}))
+    (path / "summary.json").write_text(json.dumps({"last_acc": acc, "best_acc": acc if best is None else best,
+                                                   "epochs": epochs}))
 
 
-def test_the_table_holds_means_differences_to_the_baseline_and_paired_verdicts(tmp_path):
-    for seed, (scratch, ls, kd) in enumerate([(50.0, 52.0, 53.0), (60.0, 58.0, 57.0)]):
-        summary(tmp_path / "scratch" / f"s{seed}", scratch)
-        summary(tmp_path / "ls" / f"s{seed}", ls)
-        summary(tmp_path / "kd" / f"s{seed}", kd)
+def test_the_table_holds_means_differences_to_the_baseline_and_paired_intervals_with_their_outcomes(tmp_path):
+    ls = [52.0, 58.0, 55.0]
+    students = {"scratch": [50.0, 60.0, 55.0], "kd": [53.0, 57.0, 55.0],  # LS + (1, -1, 0): straddles 0
+                "htc": [54.0, 61.0, 59.0],  # LS + (2, 3, 4): mean 3, std 1, 3 +- 4.3027 / sqrt(3)
+                "dkd": [50.0, 55.0, 51.0]}  # LS - (2, 3, 4)
+    for seed in range(3):
+        summary(tmp_path / "ls" / f"s{seed}", ls[seed])
+        for name, accs in students.items():
+            summary(tmp_path / name / f"s{seed}", accs[seed], best=accs[seed] + 1)
+        summary(tmp_path / "weak" / f"s{seed}", ls[seed] + [0.5, 0.0, 0.0][seed])  # no clear headroom
     summary(tmp_path / "kd-one" / "s0", 53.5)  # one seed only: judged against seed 0's LS student (52)
+    (tmp_path / "htc" / "search-s0.json").write_text(json.dumps({"chosen": "tau50-multiplier5"}))
     layout = {"title": "t", "baseline": "base", "columns": [["x", "X"]], "rows": [
         {"label": "base", "cells": "scratch", "paper": [1.0]},
         {"label": "kd", "cells": "kd", "ls": "ls", "paper": [2.0]},
-        {"label": "one", "cells": "kd-one", "ls": "ls"}]}
-    table = recipe.build_table(layout, tmp_path, [0, 1])
-    base, kd, one = (r["entries"][0] for r in table["rows"])
-    assert base["ours"] == (55.0, pytest.approx(7.0710678), 2)
+        {"label": "htc", "cells": "htc", "ls": "ls"},
+        {"label": "dkd", "cells": "dkd", "ls": "ls"},
+        {"label": "one", "cells": "kd-one", "ls": "ls"},
+        {"label": "void", "cells": "htc", "ls": "ls", "teacher": "weak"}]}
+    table = recipe.build_table(layout, tmp_path, [0, 1, 2])
+    base, kd, htc, dkd, one, void = (r["entries"][0] for r in table["rows"])
+    assert base["ours"] == (55.0, 5.0, 3) and base["best"][0] == 56.0
     assert kd["ours"][0] == 55.0 and kd["vs_baseline"] == 0.0
-    assert kd["vs_ls"] == 0.0 and kd["undistillable"] is True  # (53 - 52 + 57 - 58) / 2
-    assert one["vs_ls"] == pytest.approx(1.5) and one["undistillable"] is False
+    half = 4.302653 / 3 ** 0.5  # t(0.975, 2) std / sqrt(n), std 1 for each of these
+    assert kd["vs_ls"]["mean"] == 0.0 and kd["vs_ls"]["low"] == pytest.approx(-half, abs=1e-5)
+    assert kd["outcome"] == "inconclusive"  # the mean alone (0, at or below 0) would say undistillable
+    assert htc["vs_ls"]["low"] == pytest.approx(3 - half, abs=1e-5) and htc["outcome"] == "cloned"
+    assert dkd["vs_ls"]["high"] == pytest.approx(-3 + half, abs=1e-5) and dkd["outcome"] == "undistillable"
+    assert one["vs_ls"]["mean"] == pytest.approx(1.5) and one["outcome"] == "indicative"
+    assert void["outcome"] == "void" and htc["chosen"] == {0: "tau50-multiplier5"}
     text = recipe.markdown(table, layout)
-    assert "| kd | 55.00 ± 2.83 (+0.00) ✓ | 2.00 (+1.00) |" in text
-    assert "| one | 53.50 (-1.50) ✗ | - |" in text
+    assert "| kd | - | - | 55.00 ± 2.00 (best 56.00) (+0.00) LS +0.00 ± 1.00 [-2.48, +2.48] ≈ | 2.00 (+1.00) |" in text
+    assert "LS +3.00 ± 1.00 [+0.52, +5.48] ✗ [s0: tau50-multiplier5] |" in text
+    assert "LS -3.00 ± 1.00 [-5.48, -0.52] ✓ |" in text
+    assert "| one | - | - | 53.50 (best 53.50) (-1.50) LS +1.50 (1 seed) ? | - |" in text
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "tinyimagenet"])
@@ -89,7 +107,7 @@ def test_the_smoke_data_has_the_datasets_layout_and_classes(name, tmp_path):
     root = recipe.data_dir(name, tmp_path, smoke=True)
     info = datasets.load(name, root)
     record = datasets.record(name)
-    assert info.num_classes == record.num_classes and len(info.train) == 10 * record.num_classes
+    assert info.num_classes == record.num_classes and len(info.train) == 20 * record.num_classes
     assert len(info.test) == 2 * record.num_classes
     assert tuple(info.train[0][0].shape) == (3, record.image_size, record.image_size)
 
@@ -123,4 +141,4 @@ def test_a_rows_keys_read_a_column_as_another_in_its_cells_its_ls_students_and_t
         {"label": "kd", "cells": "kd/{column}", "ls": "ls/{column}", "keys": {"self": "resnet50"}}]}
     base, kd = (r["entries"][0] for r in recipe.build_table(layout, tmp_path, [0])["rows"])
     assert base["run"] == "scratch/resnet50" and base["ours"][0] == 40.0
-    assert kd["vs_baseline"] == 10.0 and kd["vs_ls"] == 5.0 and kd["undistillable"] is False
+    assert kd["vs_baseline"] == 10.0 and kd["vs_ls"]["mean"] == 5.0 and kd["outcome"] == "indicative"

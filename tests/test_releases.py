@@ -1,5 +1,6 @@
 """The prediction-API releases (topk, rounded, label, reverse-sigmoid, noise) against hand computations, the noise's
-counter-based generator, every attack's loss under them, and their checkpoints written by train_teacher.py."""
+counter-based generator, every attack's loss under them, the adaptive attacker's decoding of each, and their
+checkpoints written by train_teacher.py."""
 import json
 import math
 
@@ -8,19 +9,18 @@ import torch
 import torch.nn.functional as F
 
 import train_teacher
-from conftest import TINY
-from undistill import UserError, checkpoint, datasets, methods, releases
-from undistill.methods import defenses
+from conftest import TINY, build_task, step_once, tiny_classifier
+from undistill import UserError, checkpoint, datasets, methods
 from undistill.methods.attacks import dkd, htc, kd, scm, skeptical
 from undistill.methods.datafree import dafl, deepinversion
-from undistill.releases import (counter_normals, gaussian_noise, label_only, mix32, mul32, reverse_sigmoid,
-                                rounded_probabilities, stingy_top, topk_probabilities)
+from undistill.releases import (complete_rounded, complete_topk, counter_normals, label, mix32, mul32, noise,
+                                reverse_sigmoid, rounded, smoothed_label, stingy_top, topk)
 
 INF = math.inf
 ROW = [2.0, 1.0, 0.0, -1.0]
 # Every API release, with settings of its transform (its checkpoint entry, less the name).
 SETTINGS = {"topk": {"k": 2}, "rounded": {"decimals": 2}, "label": {},
-            "reverse-sigmoid": {"beta": 1.0, "gamma": 0.1}, "noise": {"sigma": 0.2, "noise_seed": 0}}
+            "reverse-sigmoid": {"rs_beta": 1.0, "rs_gamma": 0.1}, "noise": {"sigma": 0.2, "noise_seed": 0}}
 
 
 def softmax(row):
@@ -51,11 +51,11 @@ def random_logits(rows=64, classes=10, scale=3.0, seed=0):
 
 def test_topk_returns_the_log_of_the_k_largest_probabilities_not_renormalized():
     p = softmax(ROW)
-    assert_rows(topk_probabilities(t([ROW]), k=2), [[math.log(p[0]), math.log(p[1]), -INF, -INF]])
-    assert_rows(topk_probabilities(t([ROW]), k=1), [[math.log(p[0]), -INF, -INF, -INF]])
-    kept = topk_probabilities(t([ROW]), k=2).exp().sum().item()
+    assert_rows(topk(t([ROW]), k=2), [[math.log(p[0]), math.log(p[1]), -INF, -INF]])
+    assert_rows(topk(t([ROW]), k=1), [[math.log(p[0]), -INF, -INF, -INF]])
+    kept = topk(t([ROW]), k=2).exp().sum().item()
     assert kept == pytest.approx(p[0] + p[1], rel=1e-12) and kept < 1  # what the API shows, not renormalized
-    torch.testing.assert_close(topk_probabilities(t([ROW]), k=4), F.log_softmax(t([ROW]), dim=1))
+    torch.testing.assert_close(topk(t([ROW]), k=4), F.log_softmax(t([ROW]), dim=1))
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -63,7 +63,7 @@ def test_topk_returns_the_log_of_the_k_largest_probabilities_not_renormalized():
 def test_topk_distills_exactly_like_stingy_top_on_the_same_k(k, tau):
     # log p = z - logsumexp(z): a per-row shift, which softmax at any temperature does not see.
     z = random_logits()
-    torch.testing.assert_close(F.softmax(topk_probabilities(z, k=k) / tau, dim=1),
+    torch.testing.assert_close(F.softmax(topk(z, k=k) / tau, dim=1),
                                F.softmax(stingy_top(z, k) / tau, dim=1), rtol=1e-9, atol=1e-12)
 
 
@@ -71,44 +71,44 @@ def test_topk_distills_exactly_like_stingy_top_on_the_same_k(k, tau):
 
 def test_rounded_hand_example():
     # p = (0.6439, 0.2369, 0.0871, 0.0321)
-    assert_rows(rounded_probabilities(t([ROW]), decimals=2), [log_or_inf([0.64, 0.24, 0.09, 0.03])])
-    assert_rows(rounded_probabilities(t([ROW]), decimals=1), [log_or_inf([0.6, 0.2, 0.1, 0.0])])
-    assert_rows(rounded_probabilities(t([ROW]), decimals=0), [log_or_inf([1.0, 0.0, 0.0, 0.0])])
+    assert_rows(rounded(t([ROW]), decimals=2), [log_or_inf([0.64, 0.24, 0.09, 0.03])])
+    assert_rows(rounded(t([ROW]), decimals=1), [log_or_inf([0.6, 0.2, 0.1, 0.0])])
+    assert_rows(rounded(t([ROW]), decimals=0), [log_or_inf([1.0, 0.0, 0.0, 0.0])])
 
 
 def test_a_row_rounded_to_nothing_keeps_its_argmax_at_the_smallest_shown_value():
     # p = (0.24, 0.30, 0.27, 0.19): every probability rounds to 0 at 0 decimals.
     flat = [0.1, 0.3, 0.2, -0.15]
     assert max(softmax(flat)) < 0.5
-    assert_rows(rounded_probabilities(t([flat, ROW]), decimals=0), [[-INF, 0.0, -INF, -INF], [0.0, -INF, -INF, -INF]])
+    assert_rows(rounded(t([flat, ROW]), decimals=0), [[-INF, 0.0, -INF, -INF], [0.0, -INF, -INF, -INF]])
     # 30 nearly uniform classes (p about 0.033) at 1 decimal: the argmax at 0.1
     many = [[0.01 * c for c in range(30)]]
-    assert_rows(rounded_probabilities(t(many), decimals=1), [[-INF] * 29 + [math.log(0.1)]])
+    assert_rows(rounded(t(many), decimals=1), [[-INF] * 29 + [math.log(0.1)]])
 
 
 def test_rounding_keeps_the_argmax_where_it_ties_it_with_other_classes():
     # p = (0.28, 0.31, 0.21, 0.20) -> (0.3, 0.3, 0.2, 0.2): the teacher's top class stays on top, by one float step
     row = [math.log(v) for v in (0.28, 0.31, 0.21, 0.20)]
-    out = rounded_probabilities(t([row]), decimals=1)
+    out = rounded(t([row]), decimals=1)
     assert_rows(out, [log_or_inf([0.3, 0.3, 0.2, 0.2])])
     assert out.argmax(1).item() == 1 and out[0, 1].item() == math.nextafter(out[0, 0].item(), INF)
     assert out[0, 2].item() == out[0, 3].item()  # ties below the top stay ties
     z = random_logits(256, 10, scale=0.5)  # unconfident rows, many ties
-    assert torch.equal(rounded_probabilities(z, decimals=1).argmax(1), z.argmax(1))
+    assert torch.equal(rounded(z, decimals=1).argmax(1), z.argmax(1))
 
 
 def test_rounded_to_zero_decimals_is_the_label():
     z = random_logits(256, 4, scale=0.5)  # many rows whose top probability is below 1/2
     assert (F.softmax(z, dim=1).max(1).values < 0.5).any()
-    assert torch.equal(rounded_probabilities(z, decimals=0), label_only(z))
+    assert torch.equal(rounded(z, decimals=0), label(z))
 
 
 # ---------------------------------------------------------------- label
 
 def test_label_is_the_log_one_hot_of_the_argmax():
-    assert_rows(label_only(t([ROW, [0.0, 3.0, -1.0, 2.0]])), [[0.0, -INF, -INF, -INF], [-INF, 0.0, -INF, -INF]])
+    assert_rows(label(t([ROW, [0.0, 3.0, -1.0, 2.0]])), [[0.0, -INF, -INF, -INF], [-INF, 0.0, -INF, -INF]])
     z = random_logits()
-    out = label_only(z)
+    out = label(z)
     assert torch.equal(out.argmax(1), z.argmax(1)) and (out.isfinite().sum(1) == 1).all()
 
 
@@ -132,17 +132,17 @@ def reverse_sigmoid_by_hand(row, beta, gamma):
                                             ([10.0, 0.0, 0.0], 3.0, 0.5)])
 def test_reverse_sigmoid_hand_computed(row, beta, gamma):
     expected = reverse_sigmoid_by_hand(row, beta, gamma)
-    assert_rows(reverse_sigmoid(t([row]), beta=beta, gamma=gamma), [expected], rel=1e-10)
+    assert_rows(reverse_sigmoid(t([row]), rs_beta=beta, rs_gamma=gamma), [expected], rel=1e-10)
 
 
 def test_reverse_sigmoid_clips_a_top_class_it_overturns():
     assert reverse_sigmoid_by_hand([10.0, 0.0, 0.0], 3.0, 0.5)[0] == -INF
-    assert reverse_sigmoid(t([[10.0, 0.0, 0.0]]), beta=3.0, gamma=0.5)[0, 0].item() == -INF
+    assert reverse_sigmoid(t([[10.0, 0.0, 0.0]]), rs_beta=3.0, rs_gamma=0.5)[0, 0].item() == -INF
 
 
 def test_reverse_sigmoid_lifts_the_small_probabilities():
     # The deception: a class of probability ~0 gets more than one of probability 0.01.
-    out = reverse_sigmoid(t([[0.0, -4.6, -30.0]]), beta=1.0, gamma=0.1).exp()[0]
+    out = reverse_sigmoid(t([[0.0, -4.6, -30.0]]), rs_beta=1.0, rs_gamma=0.1).exp()[0]
     assert out[2] > out[1]
 
 
@@ -167,13 +167,13 @@ def test_the_32_bit_arithmetic_matches_python_integers():
 
 def test_the_same_input_gets_the_same_noise_in_any_batch():
     z = random_logits(32)
-    out = gaussian_noise(z, sigma=0.2, noise_seed=0)
-    assert torch.equal(out, gaussian_noise(z, sigma=0.2, noise_seed=0))
+    out = noise(z, sigma=0.2, noise_seed=0)
+    assert torch.equal(out, noise(z, sigma=0.2, noise_seed=0))
     # alone, in halves, or shuffled: a row's answer depends on the row only (ranks and resumed runs agree)
-    assert torch.equal(torch.cat([gaussian_noise(z[:5], sigma=0.2, noise_seed=0),
-                                  gaussian_noise(z[5:], sigma=0.2, noise_seed=0)]), out)
+    assert torch.equal(torch.cat([noise(z[:5], sigma=0.2, noise_seed=0),
+                                  noise(z[5:], sigma=0.2, noise_seed=0)]), out)
     order = torch.randperm(32, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(gaussian_noise(z[order], sigma=0.2, noise_seed=0), out[order])
+    assert torch.equal(noise(z[order], sigma=0.2, noise_seed=0), out[order])
     assert torch.equal(counter_normals(z.float(), 0), counter_normals(z, 0))  # the key: the logits' float32 bits
 
 
@@ -203,32 +203,92 @@ def test_noise_is_sigma_times_the_counter_normals_renormalized():
     z, sigma = random_logits(64, 4, scale=0.3), 0.05  # no probability goes below 0 here
     noisy = F.softmax(z, dim=1) + sigma * counter_normals(z, 7)
     assert (noisy > 0).all()
-    torch.testing.assert_close(gaussian_noise(z, sigma=sigma, noise_seed=7), (noisy / noisy.sum(1, keepdim=True)).log())
+    torch.testing.assert_close(noise(z, sigma=sigma, noise_seed=7), (noisy / noisy.sum(1, keepdim=True)).log())
 
 
 def test_noise_never_gives_nan_and_a_row_with_nothing_left_answers_its_label():
     z = random_logits(2000, 3)
-    out = gaussian_noise(z, sigma=100.0, noise_seed=0)
+    out = noise(z, sigma=100.0, noise_seed=0)
     noisy = F.softmax(z, dim=1) + 100.0 * counter_normals(z, 0)
     empty = (noisy <= 0).all(1)
     assert 100 < empty.sum() < 500  # about 1/8 of the rows
-    assert torch.equal(out[empty], label_only(z[empty]))
+    assert torch.equal(out[empty], label(z[empty]))
     assert not out.isnan().any() and (out.isfinite().sum(1) >= 1).all()
     torch.testing.assert_close(out[~empty].exp().sum(1), torch.ones(int((~empty).sum()), dtype=z.dtype))
+
+
+# ---------------------------------------------------------------- the adaptive attacker's decodings
+
+def test_a_topk_answer_is_completed_with_an_even_share_of_what_it_hides():
+    p = softmax(ROW)
+    hidden = (p[2] + p[3]) / 2  # below the smallest shown probability, p[1]: no cap
+    assert_rows(complete_topk(topk(t([ROW]), k=2)), [log_or_inf([p[0], p[1], hidden, hidden])])
+
+
+def test_a_rounded_answer_is_completed_with_at_most_half_a_step_per_hidden_class():
+    # softmax(ROW) = .644 .237 .087 .032, to 1 decimal .6 .2 .1 0: 0.1 unaccounted for, the hidden class held
+    # less than 0.05 (it rounded to 0): 0.05, then renormalized
+    answer = rounded(t([ROW]), decimals=1)
+    assert_rows(answer.exp(), [[0.6, 0.2, 0.1, 0.0]], rel=1e-9)
+    assert_rows(complete_rounded(answer, decimals=1), [log_or_inf([0.6 / 0.95, 0.2 / 0.95, 0.1 / 0.95, 0.05 / 0.95])],
+                rel=1e-9)
+
+
+@pytest.mark.parametrize("release", ["label", "reverse-sigmoid", "noise"])
+def test_a_perturbed_or_label_only_answer_is_read_as_its_smoothed_label(release):
+    answer = methods.release_transform({"name": release, **SETTINGS[release]}, 4, "a test")(t([ROW]))
+    assert_rows(smoothed_label(answer), [log_or_inf([0.925, 0.025, 0.025, 0.025])], rel=1e-9)
+
+
+class RoundedRelease(torch.nn.Module):
+    """A released model as an API answers: softmax(ROW) rounded to 1 decimal (.6 .2 .1 0) for every image."""
+
+    def forward(self, x):
+        return rounded(t([ROW]).expand(len(x), 4), decimals=1).float()
+
+
+def test_the_adaptive_attack_distills_the_decoded_answers_and_refuses_a_release_without_decoding():
+    # The attacker's target is the answers' completion: its step is KD towards complete_rounded(answers), not
+    # towards the answers themselves.
+    x, y = torch.randint(0, 256, (6, 3, 4, 4), dtype=torch.uint8), torch.tensor([0, 1, 2, 3, 1, 2])
+    settings = dict(alpha=0.9, tau=4.0, no_labels=False)
+    release = RoundedRelease()
+    task = build_task("attack", "adaptive", settings, release, classes=4, release={"name": "rounded", "decimals": 1})
+    student = tiny_classifier(0, classes=4)
+    with torch.no_grad():
+        answers = release(x)
+        target = complete_rounded(answers, decimals=1).float()
+        expected = kd(student(x), y, target, **settings)[0].item()
+        plain = kd(student(x), y, answers, **settings)[0].item()
+    assert torch.allclose(task.reference(x).exp(), torch.tensor([[0.6, 0.2, 0.1, 0.05]]).expand(6, 4) / 0.95)
+    assert step_once(task, student, x, y).loss.item() == pytest.approx(expected, rel=1e-5)
+    assert expected != pytest.approx(plain, rel=1e-3)
+    stingy = {"name": "stingy", "ratio": 0.5, "variant": "top"}
+    with pytest.raises(UserError, match="is not a single release that has one"):
+        build_task("attack", "adaptive", settings, tiny_classifier(1), release=stingy)
 
 
 # ---------------------------------------------------------------- every release
 
 def test_every_api_release_is_registered_and_round_trips_through_its_entry():
-    assert set(SETTINGS) == set(releases.API_RELEASES)
+    assert set(SETTINGS) | {"stingy"} == {m for m in methods.names("defense") if methods.get("defense", m).release}
     z = random_logits(8)
     for name, settings in SETTINGS.items():
-        assert methods.get("defense", name).release is not None
         entry = {"name": name, **settings}
-        assert torch.equal(releases.transform(entry)(z), releases.API_RELEASES[name](z, **settings))
-    for bad in ({"name": "topk"}, {"name": "label", "k": 2}, {"name": "nonsense"}):
-        with pytest.raises(UserError, match="unknown release transform"):
-            releases.transform(bad)
+        assert torch.equal(methods.release_transform(entry, 10, "test")(z), transform(name)(z, **settings))
+    for bad, message in (({"name": "topk"}, "has the settings"), ({"name": "label", "k": 2}, "has the settings"),
+                         ({"name": "nonsense"}, "unknown release"), ({"name": "ce"}, "unknown release"),
+                         ({"name": "topk", "k": 11}, "k is at most the classes"),
+                         ({"name": "topk", "k": 2.5}, "is not a int"), ({"name": "topk", "k": -1}, "outside"),
+                         ({"name": "stingy", "ratio": 0.2, "variant": "odd"}, "is not one of top"),
+                         ({"name": "rounded", "decimals": True}, "is not a int")):
+        with pytest.raises(UserError, match=message):
+            methods.release_transform(bad, 10, "test")
+
+
+def transform(name):
+    """A release's transform, as its definition carries it."""
+    return methods.get("defense", name).release
 
 
 @pytest.fixture(params=sorted(SETTINGS))
@@ -236,7 +296,7 @@ def released(request):
     """A release's answers to wide-ranging logits (some probabilities underflow to 0), as a teacher's output."""
     name = request.param
     z = random_logits(16, 10, scale=40.0, seed=3)
-    return name, z, releases.API_RELEASES[name](z, **SETTINGS[name])
+    return name, z, transform(name)(z, **SETTINGS[name])
 
 
 def test_every_release_answers_a_distribution_without_nan(released):
@@ -278,7 +338,7 @@ def test_white_box_losses_differentiate_through_every_release(released):
                     lambda out: deepinversion(out, torch.arange(16) % 10, [], torch.zeros(16, 3, 2, 2,
                                               dtype=out.dtype), r_bn=0.0, r_tv=0.0, r_l2=0.0)[0]):
         logits = z.clone().requires_grad_()
-        out = releases.API_RELEASES[name](logits, **SETTINGS[name])
+        out = transform(name)(logits, **SETTINGS[name])
         loss = loss_of(out)
         assert torch.isfinite(loss)
         if out.requires_grad:  # the label carries no gradient (rounding a zero one)
@@ -291,7 +351,8 @@ def test_white_box_losses_differentiate_through_every_release(released):
 OPTIONS = {"topk": ["--k", "2"], "rounded": ["--decimals", "1"], "label": [],
            "reverse-sigmoid": ["--rs-beta", "1.0", "--rs-gamma", "0.1"],
            "noise": ["--sigma", "0.2", "--noise-seed", "3"]}
-ENTRIES = {"topk": {"k": 2}, "rounded": {"decimals": 1}, "label": {}, "reverse-sigmoid": {"beta": 1.0, "gamma": 0.1},
+ENTRIES = {"topk": {"k": 2}, "rounded": {"decimals": 1}, "label": {},
+           "reverse-sigmoid": {"rs_beta": 1.0, "rs_gamma": 0.1},
            "noise": {"sigma": 0.2, "noise_seed": 3}}
 
 
@@ -311,8 +372,8 @@ def test_train_teacher_writes_a_release_whose_model_answers_the_transform(ce_tea
     teacher, _ = checkpoint.load_classifier(ce_teacher)
     with torch.no_grad():  # in the run's batches of 50
         answers, logits = (torch.cat([m(x) for x in test_split.images.split(50)]) for m in (model, teacher))
-    transform = releases.transform(ckpt["release"])
-    assert torch.equal(answers, transform(logits))  # a black-box user only ever sees the release
+    released = methods.release_transform(ckpt["release"], 10, "test")
+    assert torch.equal(answers, released(logits))  # a black-box user only ever sees the release
     assert not answers.isnan().any()
     labels = torch.as_tensor(test_split.labels)
     accuracy = 100 * (answers.argmax(1) == labels).double().mean().item()
@@ -333,7 +394,10 @@ def test_release_options_are_checked_before_anything_is_written(ce_teacher, tmp_
     assert not (out / "checkpoint.pt").exists()
 
 
-def test_topk_refuses_more_classes_than_the_teacher_has():
-    with pytest.raises(UserError, match="--k 11: the teacher has only 10 classes"):
-        defenses.topk(10, k=11)
-    assert defenses.topk(10, k=10) == {"name": "topk", "k": 10}
+def test_topk_refuses_more_classes_than_the_teacher_has(ce_teacher, tmp_path):
+    out = tmp_path / "refused"
+    with pytest.raises(UserError, match="a top-11 release of a teacher with 10 classes"):
+        train_teacher.main(train_teacher.parse_args([*TINY, "--defense", "topk", "--k", "11", "--from",
+                                                     str(ce_teacher), "--output", str(out)]))
+    assert not out.exists()
+    torch.testing.assert_close(topk(random_logits(3), k=10), F.log_softmax(random_logits(3), dim=1))

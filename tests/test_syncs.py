@@ -5,6 +5,7 @@ import inspect
 import pytest
 import torch
 
+from bench import syncs as counter
 from bench.syncs import Syncs
 from conftest import build_task, step_once, tiny_classifier
 from undistill import engine
@@ -39,6 +40,16 @@ def test_each_wait_is_counted_where_it_is_called():
     # the SGD step (its backend's) is left out on the CPU, and nothing is counted once the watch has ended
     step_once(Waiting(), tiny_classifier(0), X, Y)
     assert syncs.steps == 2 and sum(syncs.found.values()) == 6
+
+
+def test_installed_packages_are_not_the_project_wherever_they_live(monkeypatch):
+    venv = counter.ROOT / ".venv"  # a virtual environment inside the checkout, as many set one up
+    monkeypatch.setattr(counter, "INSTALLED", counter.INSTALLED | {venv})
+    assert counter.is_project(counter.ROOT / "undistill" / "engine.py")
+    assert not counter.is_project(venv / "lib" / "python3.11" / "site-packages" / "torch" / "_dynamo" / "eval_frame.py")
+    assert not counter.is_project(venv / "bin" / "pytest")  # under the environment's prefix, not in site-packages
+    assert not counter.is_project(counter.ROOT / "env" / "lib" / "site-packages" / "torch" / "nn.py")
+    assert not counter.is_project("/usr/lib/python3/dist-packages/torch/nn.py")
 
 
 @pytest.mark.parametrize("role, name, settings, frozen", [

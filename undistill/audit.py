@@ -4,18 +4,19 @@ checkpoint, and answers with the verdict against the label-smoothing student, th
     python -m undistill.audit runs/quickstart/teacher-nasty/checkpoint.pt --budget quick
     python -m undistill.audit T.pt --data-dir data/cifar10 --reference CE.pt --release full topk label --jobs 4
 
-Each cell (a student trained by one attack, one seed, against one release of the teacher) is its own run
-directory under --output: a finished cell is skipped and an unfinished one resumed, so running the same command
-again after an interruption continues. The cells run as `distill_student.py` processes, --jobs at a time (each
-under torchrun with --nproc-per-cell), and the report is written at the end: report.md, report.json, the
-figures (PNG) and report.html (report.md as one page, with its figures). Undistillable means the student
-distilled from the teacher does not beat the LS student of the same architecture trained on the same data without
-the teacher.
+Each attack is a row of the verdict. An attack whose method searches its settings (KD's temperature, HTC's and SCM's
+temperature and multiplier, as their papers did) trains one student per setting and seed, and per seed keeps the one
+with the best accuracy on a validation split held out of the attacker's images (never the test split). Every student
+(one attack setting, one seed, one release of the teacher) is its own run directory under --output: a finished one
+is skipped and an unfinished one resumed, so the same command continues an interrupted audit. The students run as
+`distill_student.py` processes, --jobs at a time (each under torchrun with --nproc-per-cell), and the report is
+written at the end from every finished student under --output: report.md, report.json, the figures (PNG) and
+report.html. The verdict and its statistics: undistill/verdict.py.
 """
 import argparse
+import collections
 import hashlib
 import html
-import json
 import math
 import shutil
 import statistics
@@ -27,12 +28,13 @@ from pathlib import Path
 
 import torch
 
-from . import UserError, cells, checkpoint, datasets, distributed, launch, metrics, models, runs
+from . import UserError, cells, checkpoint, datasets, distributed, launch, methods, metrics, models, options, runs
+from . import verdict as stats
 from .report import fmt, mean_std, read_json
 
-ROOT = Path(__file__).resolve().parents[1]
-KD_TEMPERATURES = (1.0, 2.0, 4.0, 8.0, 20.0)  # the attacker's sweep, with the dataset's own KD temperature added
-BATCH = 128  # the scripts' default batch; a cell with fewer than 4 batches of images takes a quarter of them
+BATCH = 128  # the scripts' default batch; a share with fewer than 4 batches of images takes a quarter of them
+VALIDATION = 0.2  # of each class's images in the attacker's share, held out to choose an attack's setting on
+LEVEL_TEXT = f"{stats.LEVEL:.0%} interval"
 
 
 @dataclass(frozen=True)
@@ -47,26 +49,31 @@ class Budget:
 
 
 BUDGETS = {
-    "quick": Budget(seeds=(0,), schedule=0.25, min_epochs=15, share=0.1),
-    "standard": Budget(seeds=(0, 1), schedule=1.0, min_epochs=15, share=1.0),
-    "full": Budget(seeds=(0, 1, 2), schedule=1.0, min_epochs=15, share=1.0, data_free=True),
+    # three seeds at least: one seed has no interval, two a t quantile of 12.7
+    "quick": Budget(seeds=(0, 1, 2), schedule=0.25, min_epochs=15, share=0.1),
+    "standard": Budget(seeds=(0, 1, 2), schedule=1.0, min_epochs=15, share=1.0),
+    "full": Budget(seeds=(0, 1, 2, 3, 4), schedule=1.0, min_epochs=15, share=1.0, data_free=True),
 }
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One student: `attack` with `options`, trained on `share` of the training split, against `release` (None:
-    a baseline without teacher)."""
+class Attack:
+    """One row of the audit: students of `method` (with `options`) trained on `share` of the training split against
+    `release` (None: a baseline without teacher), one per setting of `grid` ((name, options) pairs: the method's
+    search) and seed, the setting of each seed chosen on the validation split."""
     name: str
-    attack: str
-    options: tuple = ()
-    share: float = 1.0
+    method: str
+    share: float
     release: str | None = None
-    temperature: float | None = None  # the KD temperature, for the temperature figure
-    white_box: bool = False
+    options: tuple = ()
+    grid: tuple = (("", ()),)
 
-    def directory(self, out, arch, seed):
-        return out / (self.release or "baselines") / arch / self.name / f"s{seed}"
+    def directory(self, out: Path, arch: str, setting: str, seed: int) -> Path:
+        return out / (self.release or "baselines") / arch / self.name / setting / f"s{seed}"
+
+    @property
+    def definition(self) -> methods.Method:
+        return methods.get("attack", self.method)
 
 
 @dataclass
@@ -79,23 +86,32 @@ class Plan:
     seeds: list
     epochs: int
     milestones: str
-    train_size: int = 0  # images in the training split (0: unknown, the scripts' batch for every cell)
-    cells: list = field(default_factory=list)
+    share: float
+    train_size: int = 0  # images in the training split (0: unknown, the scripts' batch for every student)
+    attacks: list = field(default_factory=list)  # every row, baselines first
+    chosen: set = field(default_factory=set)  # the names of the rows to run (--attacks), their baselines included
 
-    def units(self):
-        """(cell, student architecture, seed, run directory) of every student the audit trains."""
-        for cell in self.cells:
-            for arch in self.archs:
-                for seed in self.seeds:
-                    yield cell, arch, seed, cell.directory(self.out, arch, seed)
+    def units(self, only_chosen=False):
+        """(attack, setting, student architecture, seed, run directory) of every student of the plan."""
+        for attack in self.attacks:
+            if only_chosen and attack.name not in self.chosen:
+                continue
+            for setting, _ in attack.grid:
+                for arch in self.archs:
+                    for seed in self.seeds:
+                        yield attack, setting, arch, seed, attack.directory(self.out, arch, setting, seed)
 
-    def batch(self, cell):
-        """The scripts' batch, or a quarter of a small share (a limited-data cell must still take steps)."""
-        images = round(self.train_size * cell.share)
+    def images(self, attack):
+        """The training images of a student of the attack: its share, less the validation split."""
+        return round(self.train_size * attack.share * (1 - VALIDATION))
+
+    def batch(self, attack):
+        """The scripts' batch, or a quarter of a small share (a limited-data student must still take steps)."""
+        images = self.images(attack)
         return BATCH if not self.train_size or images >= 4 * BATCH else max(1, images // 4)
 
-    def baseline(self, attack, share):
-        return next((c for c in self.cells if c.attack == attack and c.share == share), None)
+    def baseline(self, method, share):
+        return next(a for a in self.attacks if a.release is None and a.method == method and a.share == share)
 
 
 def parse_args(argv=None):
@@ -107,24 +123,26 @@ def parse_args(argv=None):
     p.add_argument("--reference", type=Path, help="a normal (CE) teacher: the owner's cost is measured against it")
     p.add_argument("--student-arch", nargs="+", help="the attacker's architectures (default: the dataset's)")
     p.add_argument("--budget", default="quick", choices=sorted(BUDGETS),
-                   help="quick: 1 seed, a quarter of the schedule, 10%% of the data; standard: 2 seeds, the full "
-                        "schedule and data; full: 3 seeds and the data-free attacks")
+                   help="quick: 3 seeds, a quarter of the schedule, 10%% of the data; standard: 3 seeds, the full "
+                        "schedule and data; full: 5 seeds and the data-free attacks")
     p.add_argument("--seeds", help="comma-separated seeds (default: the budget's)")
     p.add_argument("--share", type=float, help="the attacker's share of the training split, in (0, 1] (default: "
-                   "the budget's); the limited-data cells take 10%% and 50%% of it")
+                   "the budget's); the limited-data rows take 10%% and 50%% of it")
     p.add_argument("--epochs", type=int, help="student epochs (default: the budget's share of the dataset's "
                    "schedule; the lr milestones scale with it)")
     p.add_argument("--release", nargs="+", default=["full"],
                    help="what the owner's API returns, each audited: full (the checkpoint as given), stingy, and "
                         "the release defenses of train_teacher.py; NAME:OPTION=VALUE sets an option, e.g. "
                         "rounded:decimals=2")
-    p.add_argument("--jobs", type=int, default=1, help="cells run at once (processes; the CPU threads are shared)")
-    p.add_argument("--nproc-per-cell", type=int, default=1, help="run each cell under torchrun with this many "
+    p.add_argument("--jobs", type=int, default=1, help="students trained at once (processes; the CPU threads are "
+                   "shared)")
+    p.add_argument("--nproc-per-cell", type=int, default=1, help="run each student under torchrun with this many "
                    "processes (GPUs)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--output", type=Path, help="default: runs/audit-<teacher's run directory name>")
-    p.add_argument("--attacks", nargs="+", metavar="CELL", help="run only these attack cells (names as the plan "
-                   "prints them, e.g. kd-t4 htc), with the baselines they are judged against")
+    p.add_argument("--attacks", nargs="+", metavar="ATTACK", help="run only these rows (names as the plan prints "
+                   "them, e.g. kd htc), with the baselines they are judged against; the report covers every "
+                   "finished row")
     p.add_argument("--overwrite", action="store_true", help="start again where --output holds an audit of another "
                    "teacher or schedule (its runs are deleted)")
     p.add_argument("--plan-only", action="store_true", help="print the plan and its estimated time, run nothing")
@@ -151,18 +169,6 @@ def check(args, teacher):
                         "--release full, or give the trained teacher it was made from")
 
 
-def seeds_of(args, budget):
-    if args.seeds is None:
-        return list(budget.seeds)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        raise UserError(f"--seeds {args.seeds!r}: give comma-separated integers such as 0,1,2") from None
-    if len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds {args.seeds}: a seed appears twice")
-    return seeds
-
-
 def schedule(record, budget, epochs):
     """(epochs, milestones): the dataset's schedule, shortened to the budget's share (milestones scale with it)."""
     full = record.schedule.epochs
@@ -171,31 +177,37 @@ def schedule(record, budget, epochs):
     return epochs, ",".join(str(m) for m in sorted(set(scaled)) if m < epochs)
 
 
-def cells_for(release, record, budget, share, arch_has_stages):
-    """The attacks an audit runs against one release: KD over the temperature grid, HTC, DKD, KD without labels,
-    KD on less data, the skeptical student where the architecture has stages, the data-free attacks (full)."""
-    tau = record.papers.get("kd", {}).get("tau", 4.0)
-    cells = [Cell(f"kd-t{t:g}", "kd", ("--tau", f"{t:g}"), share, release, t)
-             for t in sorted({*KD_TEMPERATURES, tau})]
-    cells += [Cell("htc", "htc", (), share, release), Cell("dkd", "dkd", (), share, release),
-              Cell(f"kd-t{tau:g}-no-labels", "kd", ("--tau", f"{tau:g}", "--no-labels"), share, release)]
-    cells += [Cell(f"kd-t{tau:g}-share{s:g}", "kd", ("--tau", f"{tau:g}"), s, release) for s in limited(share)]
+def attacks_for(release, record, budget, share, arch_has_stages):
+    """The rows an audit runs against one release, each the strongest form its paper allows: KD, HTC and KD
+    without labels over their searches, DKD, KD on less data (at the dataset's temperature), the skeptical student
+    where the architecture has stages, the adaptive attacker where the release has a decoding, and the data-free
+    (white-box) attacks in the full budget."""
+    kd = methods.get("attack", "kd")
+    tau = ("--tau", f"{kd.default('tau', record.name):g}")
+    rows = [Attack("kd", "kd", share, release, grid=tuple(kd.search_runs())),
+            Attack("htc", "htc", share, release, grid=tuple(methods.get("attack", "htc").search_runs())),
+            Attack("dkd", "dkd", share, release),
+            Attack("kd-no-labels", "kd", share, release, ("--no-labels",), tuple(kd.search_runs()))]
+    rows += [Attack(f"kd-share{s:g}", "kd", s, release, tau) for s in limited(share)]
     if arch_has_stages:
-        cells.append(Cell("skeptical", "skeptical", (), share, release))
+        rows.append(Attack("skeptical", "skeptical", share, release))
+    name = release.split(":")[0]
+    if name != "full" and methods.get("defense", name).decode is not None:
+        rows.append(Attack("adaptive", "adaptive", share, release,
+                           grid=tuple(methods.get("attack", "adaptive").search_runs())))
     if budget.data_free:  # no training image: judged against the LS student of the audit's share
-        cells += [Cell("dafl", "dafl", (), share, release, white_box=True),
-                  Cell("deepinversion", "deepinversion", (), share, release, white_box=True)]
-    return cells
+        rows += [Attack(m.name, m.name, share, release) for m in methods.REGISTRY["attack"].values() if m.data_free]
+    return rows
 
 
 def baselines(share):
     """The students without teacher, on every share an attack trains on: LS (the verdict's) and scratch."""
-    return [Cell(f"{name}-share{s:g}" if s != share else name, name, (), s)
+    return [Attack(f"{name}-share{s:g}" if s != share else name, name, s)
             for s in (share, *limited(share)) for name in ("ls", "scratch")]
 
 
 def limited(share):
-    """The limited-data settings: 10% and 50% of the attacker's share (rounded: they name cells and runs)."""
+    """The limited-data settings: 10% and 50% of the attacker's share (rounded: they name rows and runs)."""
     return [round(share * f, 6) for f in (0.1, 0.5)]
 
 
@@ -211,19 +223,24 @@ def make_plan(args):
     releases = {}
     for spec in args.release:
         name = spec.split(":")[0]
+        if name != "full" and methods.get("defense", name).release is None:
+            raise UserError(f"--release {spec}: {name} is not a release (choose full or one of "
+                            f"{', '.join(m for m in methods.names('defense') if methods.get('defense', m).release)})")
         releases[spec] = args.teacher if name == "full" else out / "releases" / spec.replace(":", "_") / \
             "checkpoint.pt"
-    plan = Plan(args.teacher, out, record, releases, archs, seeds_of(args, budget), epochs, milestones)
-    attacks = [c for spec in releases for c in cells_for(spec, record, budget, share,
-                                                          all(has_stages(a) for a in archs))]
+    seeds = list(budget.seeds) if args.seeds is None else options.parse_seeds(args.seeds, "--seeds")
+    plan = Plan(args.teacher, out, record, releases, archs, seeds, epochs, milestones, share)
+    rows = [a for spec in releases for a in attacks_for(spec, record, budget, share, all(map(has_stages, archs)))]
+    chosen = rows
     if args.attacks:
-        unknown = sorted(set(args.attacks) - {c.name for c in attacks})
+        unknown = sorted(set(args.attacks) - {a.name for a in rows})
         if unknown:
-            raise UserError(f"--attacks {unknown[0]}: not a cell of this plan; choose among "
-                            f"{', '.join(dict.fromkeys(c.name for c in attacks))}")
-        attacks = [c for c in attacks if c.name in args.attacks]
-    shares = {c.share for c in attacks}
-    plan.cells = [c for c in baselines(share) if c.share in shares] + attacks
+            raise UserError(f"--attacks {unknown[0]}: not an attack of this plan; choose among "
+                            f"{', '.join(dict.fromkeys(a.name for a in rows))}")
+        chosen = [a for a in rows if a.name in args.attacks]
+    plan.attacks = baselines(share) + rows
+    shares = {a.share for a in chosen}
+    plan.chosen = {a.name for a in chosen} | {a.name for a in baselines(share) if a.share in shares}
     return plan
 
 
@@ -231,29 +248,30 @@ def has_stages(arch):
     return hasattr(models.build(arch, 10), "features")
 
 
-# ---- running the cells
+# ---- running the students
 
 def release_command(spec, plan, path, args):
     """train_teacher.py writing the released checkpoint of one release spec (NAME[:OPTION=VALUE...]); it measures
     the release on the test split, so it reads the data as the students do."""
     name, *settings = spec.split(":")
-    options = [part for setting in settings for part in (f"--{setting.partition('=')[0]}",
-                                                          setting.partition("=")[2])]
+    options_ = [part for setting in settings for part in (f"--{setting.partition('=')[0]}",
+                                                           setting.partition("=")[2])]
     return ["train_teacher.py", "--defense", name, "--from", str(plan.teacher), "--dataset", plan.record.name,
-            *options, "--device", args.device, "--output", str(path.parent), *data_option(args)]
+            *options_, "--device", args.device, "--output", str(path.parent), *data_option(args)]
 
 
-def run_of(cell, arch, seed, plan, args, out):
-    """The student of one cell, architecture and seed, as an undistill.cells.Cell."""
-    command = ["distill_student.py", "--attack", cell.attack, *cell.options, "--dataset", plan.record.name,
+def run_of(attack, setting, arch, seed, plan, args, out):
+    """The student of one attack setting, architecture and seed, as an undistill.cells.Cell."""
+    grid = dict(attack.grid)[setting]
+    command = ["distill_student.py", "--attack", attack.method, *attack.options, *grid, "--dataset", plan.record.name,
                "--arch", arch, "--seed", str(seed), "--epochs", str(plan.epochs), "--milestones", plan.milestones,
                "--device", args.device, "--quiet", "--output", str(out)]
-    if cell.release is not None:
-        command += ["--teacher", str(plan.releases[cell.release])]
-    if cell.attack not in ("dafl", "deepinversion"):
-        command += ["--subset", f"{cell.share:g}"]
-        if plan.batch(cell) != BATCH:
-            command += ["--batch-size", str(plan.batch(cell))]
+    if attack.release is not None:
+        command += ["--teacher", str(plan.releases[attack.release])]
+    if not attack.definition.data_free:
+        command += ["--subset", f"{attack.share:g}", "--validation", f"{VALIDATION:g}"]
+        if plan.batch(attack) != BATCH:
+            command += ["--batch-size", str(plan.batch(attack))]
     return cells.Cell(tuple(command + data_option(args)), out, plan.epochs)
 
 
@@ -262,9 +280,9 @@ def data_option(args):
 
 
 def measured_step(plan, device):
-    """Seconds of one student training step with a teacher forward, measured here (the plan's estimate)."""
+    """Seconds of one student training step with a teacher forward, measured here (the plan's first estimate)."""
     device = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
-    record, batch = plan.record, 128
+    record, batch = plan.record, BATCH
     teacher, _ = checkpoint.load_classifier(plan.teacher)
     student = models.Classifier(models.build(plan.archs[0], record.num_classes), record.mean, record.std)
     teacher.to(device), student.to(device)
@@ -287,68 +305,67 @@ def measured_step(plan, device):
 
 
 def measured_start():
-    """Seconds a cell's process takes before its first step (Python, torch and the entry script imported),
+    """Seconds a student's process takes before its first step (Python, torch and the entry script imported),
     measured here."""
     began = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import distill_student"], cwd=cells.ROOT, check=True)
     return time.perf_counter() - began
 
 
-def estimate(plan, step_s, start_s, args, info):
-    """Seconds for the whole audit on this machine: every cell still to run, its process start and every step,
-    and its evaluation (a forward pass, about a third of a training step). A white-box cell also synthesizes its
-    images: counted as four times the steps, a rough allowance."""
-    total, test_steps = 0.0, math.ceil(len(info.test) / 128)
-    for cell, _, _, out in plan.units():
-        if cells.state(out, plan.epochs) != "done":
-            total += start_s
-            steps = max(1, round(len(info.train) * cell.share) // plan.batch(cell))
-            total += plan.epochs * (steps + test_steps / 3) * step_s * (4 if cell.white_box else 1)
-    return total / (args.jobs * args.nproc_per_cell)
+class Estimate:
+    """Seconds for the students still to run on this machine: each its process start, its training steps and its
+    evaluations (a forward pass over the test and validation images, about a third of a step per batch), from a step
+    measured here; a white-box student also synthesizes its images (four times the steps, a rough allowance).
+    Once a student has run, `calibrated` scales every prediction by how long that one really took: the steps of a
+    student in its process, with its share of the cores, are not the step measured here."""
+
+    def __init__(self, plan, info, step_s, start_s, parallel):
+        self.plan, self.step_s, self.start_s, self.parallel = plan, step_s, start_s, parallel
+        self.eval_batches = math.ceil(len(info.test) / BATCH)
+        self.factor = 1.0
+
+    def predicted(self, attack):
+        """Seconds for one student of the attack, before calibration."""
+        steps = max(1, self.plan.images(attack) // self.plan.batch(attack))
+        evaluated = self.eval_batches + math.ceil(self.plan.train_size * attack.share * VALIDATION / BATCH)
+        white_box = 4 if attack.definition.access == "white-box" else 1
+        return self.start_s + self.plan.epochs * (steps * white_box + evaluated / 3) * self.step_s
+
+    def remaining(self, todo):
+        """Wall seconds for the students `todo` (attacks), `parallel` at a time."""
+        return self.factor * sum(self.predicted(a) for a in todo) / self.parallel
+
+    def calibrated(self, attack, seconds):
+        self.factor = seconds / self.predicted(attack)
 
 
-def identity(plan):
-    """What the runs under --output were trained for: a cell of another teacher or schedule is not this audit's."""
-    return {"teacher": str(plan.teacher), "teacher_sha256": hashlib.sha256(plan.teacher.read_bytes()).hexdigest(),
-            "dataset": plan.record.name, "epochs": plan.epochs, "milestones": plan.milestones}
-
-
-def claim(plan, args):
-    """Mark --output as this audit's (audit.json), refusing one that holds another audit unless --overwrite."""
-    marker, ours = plan.out / "audit.json", identity(plan)
-    if plan.out.exists() and not plan.out.is_dir():
-        raise UserError(f"--output {plan.out} is a file, not a directory: choose another --output")
-    if marker.is_file():
-        theirs = read_json(marker)  # a damaged one: one line naming it
-        different = next((k for k in ours if theirs.get(k) != ours[k]), None)
-        if different is None:
-            return
-        if not args.overwrite:
-            raise UserError(f"{plan.out} holds an audit with another {different} ({theirs.get(different)}): "
-                            "continue it with its own teacher and options, or start again with --overwrite")
-        shutil.rmtree(plan.out)
-    elif plan.out.is_dir() and any(plan.out.iterdir()):
-        raise UserError(f"--output {plan.out} holds files that are not an audit: choose another --output")
-    plan.out.mkdir(parents=True, exist_ok=True)
-    runs.write_json(marker, ours)
-
-
-def run(plan, args):
-    """Write the releases, then every unfinished cell (undistill.cells); True once all have run."""
+def run(plan, args, estimate=None):
+    """Write the releases, then every unfinished student of the chosen rows (undistill.cells); True once all have
+    run. After the first student, the time left is measured again and printed."""
     out = plan.out
     claim(plan, args)
     for spec, path in plan.releases.items():
         if path != plan.teacher and not (path.parent / "summary.json").is_file():
             if cells.execute(release_command(spec, plan, path, args) + ["--overwrite"], out / "logs" / "releases.log"):
                 raise UserError(f"the {spec} release failed: see {out / 'logs' / 'releases.log'}")
-    todo = [run_of(cell, arch, seed, plan, args, d) for cell, arch, seed, d in plan.units()]
+    units = list(plan.units(only_chosen=True))
+    todo = [run_of(attack, setting, arch, seed, plan, args, d) for attack, setting, arch, seed, d in units]
     if args.slurm or args.slurm_local:
         if not cells.submit(todo, args, f"audit-{plan.record.name}", args.job_dir or plan.out / "slurm"):
-            print("submitted the cells as one array: when they have finished, the same command writes the report",
+            print("submitted the students as one array: when they have finished, the same command writes the report",
                   flush=True)
             return False
         return True
-    cells.run(todo, out, "audit", args.jobs, args.nproc_per_cell)
+    attack_of = {cell.out: attack for cell, (attack, *_) in zip(todo, units)}
+    left = [a for cell, (a, *_) in zip(todo, units) if cell.state() != "done"]
+
+    def finished(cell, seconds):
+        if estimate is not None and estimate.factor == 1.0:  # the first student to finish calibrates the rest
+            estimate.calibrated(attack_of[cell.out], seconds)
+            rest = [a for c, (a, *_) in zip(todo, units) if c.state() != "done"]
+            print(f"\nmeasured: a student took {seconds:.0f} s here; about {estimate.remaining(rest) / 60:.0f} min "
+                  f"left for {len(rest)} students", flush=True)
+    cells.run(todo, out, "audit", args.jobs, args.nproc_per_cell, finished=finished if left else None)
     return True
 
 
@@ -364,28 +381,26 @@ def logits_of(model, loader, device):
     return torch.cat([model(x.to(device)).float().cpu() for x, _ in loader])
 
 
-def paired(values, baseline):
-    """mean and std over seeds of value - baseline (the same seed's), or of the value against the baseline mean
-    where a seed has no baseline."""
-    return mean_std(v - baseline.get(s, statistics.mean(baseline.values())) for s, v in values.items())
-
-
 def measure(plan, args, info):
-    """Everything the report says, recomputed from the run summaries and the checkpoints on the test split."""
+    """Everything the report says, recomputed from the run summaries and checkpoints of every finished student under
+    --output (whichever rows the last command ran) on the test split."""
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     loader = torch.utils.data.DataLoader(info.test, batch_size=256)
     labels = torch.cat([y for _, y in loader])
     owner, _ = checkpoint.load_classifier(plan.teacher)
     z_teacher = logits_of(owner.to(device), loader, device)
-    tau = plan.record.papers.get("kd", {}).get("tau", 4.0)
+    tau = methods.get("attack", "kd").default("tau", plan.record.name)
     report = {"teacher": str(plan.teacher), "dataset": plan.record.name, "budget": args.budget,
-              "seeds": plan.seeds, "epochs": plan.epochs, "tau": tau, "releases": {}, "cells": []}
+              "seeds": plan.seeds, "epochs": plan.epochs, "share": plan.share, "validation": VALIDATION, "tau": tau,
+              "releases": {}, "rows": [], "search": []}
     z_reference = None
     if args.reference:
         reference, _ = checkpoint.load_classifier(args.reference)
         z_reference = logits_of(reference.to(device), loader, device)
     temperatures = metrics.parse_temperatures(metrics.DEFAULT_TEMPERATURES)
     for spec, path in plan.releases.items():
+        if not path.is_file():
+            continue  # a release not written yet: its students have not run either
         released, _ = checkpoint.load_classifier(path)
         z = logits_of(released.to(device), loader, device)
         cost = owner_cost(z, labels, z_reference, tau, plan.record.num_classes, temperatures)
@@ -393,38 +408,111 @@ def measure(plan, args, info):
     if z_reference is not None:
         report["reference"] = dict(owner_cost(z_reference, labels, None, tau, plan.record.num_classes,
                                               temperatures), logits=z_reference)
-    summaries = {}
-    for cell, arch, seed, directory in plan.units():
+    students = {}  # (attack, setting, arch) -> {seed: what the student measured}
+    for attack, setting, arch, seed, directory in plan.units():
         if cells.state(directory, plan.epochs) != "done":
             continue
-        summary = json.loads((directory / "summary.json").read_text())
+        summary = read_json(directory / "summary.json")
         z = student_logits(directory / "checkpoint.pt", loader, device)
         clone = metrics.SplitMetrics(tau, reference=True).add(z_teacher, labels, z).value()
-        summaries.setdefault((cell, arch), {})[seed] = {
-            "acc": summary["last_acc"], "fidelity": 100 * float((z.argmax(1) == z_teacher.argmax(1)).double().mean()),
-            "kl": clone["kl_to_reference"]}
-    for (cell, arch), by_seed in summaries.items():
-        if cell.release is None:
+        students.setdefault((attack, setting, arch), {})[seed] = {
+            "acc": summary["last_acc"], "best": summary["best_acc"], "val": summary.get("last_val_acc"),
+            "queries": summary.get("queries", 0), "kl": clone["kl_to_reference"],
+            "fidelity": 100 * float((z.argmax(1) == z_teacher.argmax(1)).double().mean())}
+    chosen = {}  # (attack, arch) -> {seed: the chosen setting's measures, with its name}
+    for attack in plan.attacks:
+        for arch in plan.archs:
+            for seed in plan.seeds:
+                found = {s: students.get((attack, s, arch), {}).get(seed) for s, _ in attack.grid}
+                if all(v is not None for v in found.values()):  # a search decides once all its settings have run
+                    best = runs.chosen({s: v["val"] for s, v in found.items()})
+                    chosen.setdefault((attack, arch), {})[seed] = dict(found[best], setting=best)
+            for setting, _ in attack.grid if len(attack.grid) > 1 else ():
+                by_seed = students.get((attack, setting, arch), {})
+                if by_seed:
+                    report["search"].append({
+                        "release": attack.release, "attack": attack.name, "setting": setting, "student": arch,
+                        "acc": mean_std(v["acc"] for v in by_seed.values()),
+                        "val": mean_std(v["val"] for v in by_seed.values()),
+                        "chosen": sum(chosen.get((attack, arch), {}).get(s, {}).get("setting") == setting
+                                      for s in by_seed)})
+    report["baselines"] = [row_of(a, arch, by_seed, None, None) for (a, arch), by_seed in chosen.items()
+                           if a.release is None]
+    report["headroom"] = {}
+    for spec in report["releases"]:
+        for share in sorted({a.share for a in plan.attacks}, reverse=True):
+            for arch in plan.archs:
+                ls = {s: v["acc"] for s, v in chosen.get((plan.baseline("ls", share), arch), {}).items()}
+                room = stats.headroom(report["releases"][spec]["acc"], ls)
+                if room is not None:
+                    report["headroom"][f"{spec}|{share:g}|{arch}"] = {
+                        "release": spec, "share": share, "student": arch, "teacher": report["releases"][spec]["acc"],
+                        "ls": mean_std(ls.values()), "interval": room.as_dict(), "headroom": stats.has_headroom(room)}
+    for (attack, arch), by_seed in chosen.items():
+        if attack.release is None or attack.release not in report["releases"]:
             continue
-        ls = summaries.get((plan.baseline("ls", cell.share), arch), {})
-        scratch = summaries.get((plan.baseline("scratch", cell.share), arch), {})
-        accs = {s: v["acc"] for s, v in by_seed.items()}
-        row = {"release": cell.release, "attack": cell.name, "method": cell.attack, "student": arch,
-               "access": "white-box" if cell.white_box else "black-box", "share": cell.share,
-               "temperature": cell.temperature, "seeds": sorted(by_seed), "acc": mean_std(accs.values()),
-               "fidelity": mean_std(v["fidelity"] for v in by_seed.values()),
-               "kl": mean_std(v["kl"] for v in by_seed.values()),
-               "ls": mean_std(v["acc"] for v in ls.values()) if ls else None,
-               "scratch": mean_std(v["acc"] for v in scratch.values()) if scratch else None,
-               "vs_ls": paired(accs, {s: v["acc"] for s, v in ls.items()}) if ls else None,
-               "vs_scratch": paired(accs, {s: v["acc"] for s, v in scratch.items()}) if scratch else None}
-        row["undistillable"] = None if row["vs_ls"] is None else row["vs_ls"][0] <= 0
-        report["cells"].append(row)
-    report["baselines"] = [{"attack": c.name, "student": a, "share": c.share, "acc": mean_std(v["acc"]
-                            for v in by_seed.values())} for (c, a), by_seed in summaries.items() if c.release is None]
-    report["verdicts"] = {spec: verdict(spec, [r for r in report["cells"] if r["release"] == spec], plan.seeds)
+        ls = chosen.get((plan.baseline("ls", attack.share), arch), {})
+        scratch = chosen.get((plan.baseline("scratch", attack.share), arch), {})
+        room = report["headroom"].get(f"{attack.release}|{attack.share:g}|{arch}")
+        report["rows"].append(row_of(attack, arch, by_seed, ls, scratch, room))
+    report["verdicts"] = {spec: release_sentence(spec, [r for r in report["rows"] if r["release"] == spec],
+                                                 plan.seeds)
                           for spec in plan.releases}
     return report, labels
+
+
+def row_of(attack, arch, by_seed, ls, scratch, room=None):
+    """One row of the report: the chosen students' measures over the seeds (mean, std, n), their paired interval to
+    the LS students of the same seeds, the outcome (void where the teacher has no headroom over the labels)."""
+    accs = {s: v["acc"] for s, v in by_seed.items()}
+    row = {"release": attack.release, "attack": attack.name, "method": attack.method, "student": arch,
+           "access": attack.definition.access, "share": attack.share, "seeds": sorted(by_seed),
+           "chosen": dict(collections.Counter(v["setting"] for v in by_seed.values())) if len(attack.grid) > 1
+           else None,
+           "acc": mean_std(accs.values()), "best": mean_std(v["best"] for v in by_seed.values()),
+           "fidelity": mean_std(v["fidelity"] for v in by_seed.values()),
+           "kl": mean_std(v["kl"] for v in by_seed.values()),
+           "queries": statistics.fmean(v["queries"] for v in by_seed.values())}
+    if ls is None:
+        return row
+    vs_ls = stats.paired(accs, {s: v["acc"] for s, v in ls.items()})
+    vs_scratch = stats.paired(accs, {s: v["acc"] for s, v in scratch.items()})
+    outcome = None if vs_ls is None else stats.VOID if room is not None and room["headroom"] is False else \
+        vs_ls.outcome
+    return dict(row, vs_ls=vs_ls and vs_ls.as_dict(), vs_scratch=vs_scratch and vs_scratch.as_dict(), outcome=outcome)
+
+
+def release_sentence(spec, rows, seeds):
+    """The release's verdict in one sentence, from its rows (stats.release_verdict over the judged ones)."""
+    judged = {f"{r['attack']} ({r['student']})": r for r in rows if r.get("outcome") not in (None, stats.VOID)}
+    void = [r for r in rows if r.get("outcome") == stats.VOID]
+    if not judged:
+        if void:
+            room = void[0]
+            return (f"{spec}: void: the teacher is not clearly better than the LS student at share "
+                    f"{room['share']:g} (the labels alone give the attacker as much), so no attack can show "
+                    "anything")
+        return f"{spec}: no verdict yet (no finished attack with its LS student)"
+    intervals = {name: stats.Interval.from_dict(r["vs_ls"]) for name, r in judged.items()}
+    found = stats.release_verdict(intervals)
+    name, iv = found["attack"], intervals[found["attack"]]
+    family = stats.Interval.from_dict(found["family_interval"])
+    n, counts, seeds_text = len(judged), found["counts"], f"{len(seeds)} seed{'s' * (len(seeds) > 1)}"
+    skipped = f"; {len(void)} void (no headroom at their share)" if void else ""
+    if found["outcome"] == stats.INDICATIVE:
+        return (f"{spec}: indicative, 1 seed: strongest {name}: {iv.mean:+.2f} points over the LS student (more seeds "
+                f"decide: --seeds 0,1,2){skipped}")
+    where = (f"{name}: {iv.text()} points over the LS student ({LEVEL_TEXT}, {seeds_text}; "
+             f"{family.low:+.2f} to {family.high:+.2f} for the best of {n} attacks)")
+    if found["outcome"] == stats.CLONED:
+        return f"{spec}: cloned by {where}{skipped}"
+    if found["outcome"] == stats.UNDISTILLABLE:
+        return f"{spec}: undistillable against all {n} attacks; strongest {where}{skipped}"
+    alone = (f", {counts[stats.CLONED]} above 0 alone but not for the best of {n}" if counts[stats.CLONED] else "")
+    return (f"{spec}: inconclusive ({counts[stats.UNDISTILLABLE]} of {n} attacks undistillable, "
+            f"{counts[stats.INCONCLUSIVE]} inside the seeds' noise{alone}); strongest {where}{skipped}")
+
+
 
 
 def owner_cost(z, labels, z_reference, tau, num_classes, temperatures):
@@ -437,40 +525,48 @@ def owner_cost(z, labels, z_reference, tau, num_classes, temperatures):
             "cmi": {f"{t:g}": v for t, v in metrics.cmi(z, labels, num_classes, temperatures).items()}}
 
 
-def verdict(spec, rows, seeds):
-    """One sentence: undistillable against N of M attacks, or cloned by the strongest."""
-    judged = [r for r in rows if r["undistillable"] is not None]
-    if not judged:
-        return f"{spec}: no verdict yet (no finished attack with its LS student)"
-    strongest = max(judged, key=lambda r: r["vs_ls"][0])
-    held = sum(r["undistillable"] for r in judged)
-    margin = fmt(strongest["vs_ls"], sign=True, count=False)
-    seeds_text = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
-    if held == len(judged):
-        return (f"{spec}: undistillable against {held} of {len(judged)} attacks over {seeds_text}; strongest "
-                f"attack {strongest['attack']} ({strongest['student']}): {margin} points over the LS student")
-    return (f"{spec}: cloned by {len(judged) - held} of {len(judged)} attacks over {seeds_text}; strongest "
-            f"{strongest['attack']} ({strongest['student']}): {margin} points over the LS student")
+def interval_text(iv):
+    return "-" if iv is None else stats.Interval.from_dict(iv).text()
 
 
 def markdown(report, figures):
     lines = [f"# Audit of {report['teacher']}", "",
-             f"{report['dataset']}, budget {report['budget']} ({report['epochs']} epoch(s) per student, seeds "
-             f"{', '.join(map(str, report['seeds']))}); KL and fidelity on the test split, KL at tau "
-             f"{report['tau']:g}.", "", "## Verdict", ""]
+             f"{report['dataset']}, budget {report['budget']}: {report['epochs']} epoch(s) per student, seeds "
+             f"{', '.join(map(str, report['seeds']))}, the attacker's share {report['share']:g} of the training "
+             f"split ({report['validation']:.0%} of it held out as the attacker's validation split). KL and fidelity "
+             f"on the test split, KL at tau {report['tau']:g}.", "", "## Verdict", ""]
     lines += [f"- {v}" for v in report["verdicts"].values()]
-    lines += ["", "## Attacks", "", "| release | attack | access | student | share | accuracy | vs LS | vs scratch "
-              "| fidelity | KL(teacher ‖ student) | undistillable |", "|" + "---|" * 11]
-    for r in report["cells"]:
-        mark = {True: "**yes**", False: "no", None: "?"}[r["undistillable"]]
-        lines.append(f"| {r['release']} | {r['attack']} | {r['access']} | {r['student']} | {r['share']:g} | "
-                     f"{fmt(r['acc'], count=False)} | {fmt(r['vs_ls'], sign=True, count=False)} | "
-                     f"{fmt(r['vs_scratch'], sign=True, count=False)} | {fmt(r['fidelity'], count=False)} | "
-                     f"{fmt(r['kl'], 4, count=False)} | {mark} |")
+    lines += ["", "The verdict reads each student's test accuracy at its last epoch, its setting chosen on the "
+              "validation split where the attack searches one; `best` is the best test epoch, what the papers' code "
+              "reports, an optimistic figure. `vs LS`: the paired difference to the LS students of the same seeds, "
+              f"mean ± std [{LEVEL_TEXT}]: cloned above 0, undistillable at or below 0, inconclusive across it "
+              "(undistill/verdict.py).", "", "## Attacks", "",
+              "| release | attack | chosen | access | student | share | queries | accuracy | best | vs LS | "
+              "vs scratch | fidelity | KL(teacher ‖ student) | outcome |", "|" + "---|" * 14]
+    for r in report["rows"]:
+        chosen = ", ".join(f"{s} ×{n}" for s, n in r["chosen"].items()) if r["chosen"] else "-"
+        lines.append(f"| {r['release']} | {r['attack']} | {chosen} | {r['access']} | {r['student']} | "
+                     f"{r['share']:g} | {r['queries']:.3g} | {fmt(r['acc'], count=False)} | "
+                     f"{fmt(r['best'], count=False)} | {interval_text(r.get('vs_ls'))} | "
+                     f"{interval_text(r.get('vs_scratch'))} | {fmt(r['fidelity'], count=False)} | "
+                     f"{fmt(r['kl'], 4, count=False)} | {r.get('outcome') or '?'} |")
+    lines += ["", "## Headroom", "", "Is the teacher clearly better than the labels alone? Its accuracy minus the LS "
+              "students' over the seeds; where the interval reaches 0 the question is void at that share.", "",
+              "| release | share | student | teacher | LS student | teacher - LS | headroom |", "|" + "---|" * 7]
+    for room in report["headroom"].values():
+        lines.append(f"| {room['release']} | {room['share']:g} | {room['student']} | {room['teacher']:.2f} | "
+                     f"{fmt(room['ls'], count=False)} | {interval_text(room['interval'])} | "
+                     f"{ {True: 'yes', False: 'no: void', None: '?'}[room['headroom']] } |")
+    if report["search"]:
+        lines += ["", "## Searches", "", "Every setting of a searched attack: its test and validation accuracy "
+                  "(mean ± std over seeds) and how many seeds chose it on the validation split.", "",
+                  "| release | attack | setting | student | accuracy | validation | chosen |", "|" + "---|" * 7]
+        lines += [f"| {s['release']} | {s['attack']} | {s['setting']} | {s['student']} | {fmt(s['acc'], count=False)}"
+                  f" | {fmt(s['val'], count=False)} | {s['chosen']} |" for s in report["search"]]
     lines += ["", "Students without teacher: " + "; ".join(
-        f"{b['attack']} {b['student']}: {fmt(b['acc'], count=False)}" for b in report["baselines"]), "",
-        "## The owner's cost", "", "| model | accuracy | ECE | NLL | KL to reference | CMI (T=1 / 4 / 16) |",
-        "|---|---|---|---|---|---|"]
+        f"{b['attack']} {b['student']}: {fmt(b['acc'], count=False)} (best {fmt(b['best'], count=False)})"
+        for b in report["baselines"]), "", "## The owner's cost", "",
+        "| model | accuracy | ECE | NLL | KL to reference | CMI (T=1 / 4 / 16) |", "|---|---|---|---|---|---|"]
     models_ = [(f"release {spec}", cost) for spec, cost in report["releases"].items()]
     if "reference" in report:
         models_.append(("reference", report["reference"]))
@@ -500,23 +596,26 @@ def page(text, title):
             f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
 
 
-def draw(report, info, labels, out):
+def draw(report, plan, info, labels, out):
     """The figures (undistill.figures), each with its caption."""
     from . import figures
     drawn, names = [], list(report["releases"])
-    temps = sorted({r["temperature"] for r in report["cells"] if r["temperature"] is not None})
-    base = [b for b in report["baselines"] if b["share"] == max(c["share"] for c in report["cells"])]
-    # the figures take (mean, std) pairs
-    ls = next((b["acc"][:2] for b in base if b["attack"] == "ls"), None)
-    scratch = next((b["acc"][:2] for b in base if b["attack"] == "scratch"), None)
-    if temps and ls is not None:
-        curves = {spec: [next((r["acc"][:2] for r in report["cells"] if r["release"] == spec and r["temperature"] == t
-                               and r["method"] == "kd" and "no-labels" not in r["attack"] and r["share"] ==
-                               max(c["share"] for c in report["cells"])), (math.nan, None)) for t in temps]
-                  for spec in names}
+    ls_full = next((b for b in report["baselines"] if b["attack"] == "ls"), None)
+    scratch_full = next((b for b in report["baselines"] if b["attack"] == "scratch"), None)
+    kd = methods.get("attack", "kd")
+    temps = list(kd.search["tau"])
+    curves = {spec: [next((s["acc"][:2] for s in report["search"] if s["release"] == spec and s["attack"] == "kd"
+                           and s["setting"] == f"tau{t:g}"), (math.nan, None)) for t in temps] for spec in names}
+    if ls_full is not None and any(not math.isnan(m) for c in curves.values() for m, _ in c):
         drawn.append(("Student accuracy against the attacker's KD temperature; above the LS band, the attack "
-                      "clones the teacher", figures.temperature_curve(out / "temperature.png", temps, curves, ls,
-                                                                     scratch)))
+                      "clones the teacher", figures.temperature_curve(
+                          out / "temperature.png", temps, curves, ls_full["acc"][:2],
+                          scratch_full["acc"][:2] if scratch_full else None)))
+    budgets = queries_points(report, plan)
+    if budgets:
+        drawn.append(("Student accuracy and fidelity against the teacher queries it took (KD at the dataset's "
+                      "temperature on 10%, 50% and all of the attacker's share), beside the LS students of the same "
+                      "images", figures.queries_curve(out / "queries.png", *budgets)))
     tau = report["tau"]
     # the first test image of four classes spread over the label range (the split is sorted by class)
     shown = [int((labels == c).nonzero()[0]) for c in torch.linspace(0, info.num_classes - 1, 4).round().long()
@@ -539,30 +638,55 @@ def draw(report, info, labels, out):
     return drawn
 
 
+def queries_points(report, plan):
+    """(curves, baseline) for figures.queries_curve: per release, KD at the dataset's temperature on each share
+    (queries, accuracy and fidelity, each (mean, std)); the LS students' accuracy and fidelity at the same shares.
+    None unless at least two shares have both."""
+    tau = f"tau{report['tau']:g}"
+    curves = {}
+    for spec in report["releases"]:
+        points = [r for r in report["rows"] if r["release"] == spec and r["method"] == "kd" and r["share"] !=
+                  plan.share]
+        main = [s for s in report["search"] if s["release"] == spec and s["attack"] == "kd" and s["setting"] == tau]
+        full = [r for r in report["rows"] if r["release"] == spec and r["attack"] == "kd"]
+        if main and full:
+            points.append(dict(full[0], acc=main[0]["acc"]))  # the full share's student at the same temperature
+        if len(points) >= 2:
+            curves[spec] = sorted((p["share"], p["queries"], p["acc"][:2], p["fidelity"][:2]) for p in points)
+    baseline = {b["share"]: (b["acc"][:2], b["fidelity"][:2]) for b in report["baselines"] if b["method"] == "ls"}
+    return (curves, baseline) if curves else None
+
+
 def main(args):
     plan = make_plan(args)
     info = datasets.load(plan.record.name, args.data_dir)  # the split sizes for the estimate; the test split
     plan.train_size = len(info.train)
-    units = list(plan.units())
-    left = sum(cells.state(d, plan.epochs) != "done" for *_, d in units)
+    units = list(plan.units(only_chosen=True))
+    left = [a for a, *_, d in units if cells.state(d, plan.epochs) != "done"]
+    estimate = None
     if left:  # measured only when there is something to run: a finished audit's report is rewritten at once
-        step_s, start_s = measured_step(plan, args.device), measured_start()
-        when = (f"about {estimate(plan, step_s, start_s, args, info) / 60:.0f} min here ({step_s * 1000:.0f} ms per "
-                f"measured step, {start_s:.0f} s per process start, {args.jobs} at a time)")
+        parallel = args.jobs * args.nproc_per_cell
+        estimate = Estimate(plan, info, measured_step(plan, args.device), measured_start(), parallel)
+        when = (f"about {estimate.remaining(left) / 60:.0f} min here ({estimate.step_s * 1000:.0f} ms per measured "
+                f"step, {estimate.start_s:.0f} s per process start, {parallel} at a time; measured again after the "
+                "first student)")
     else:
         when = "every student trained: the report only"
-    print(f"audit of {args.teacher} on {plan.record.name}: {len(plan.cells)} cells x {len(plan.archs)} "
-          f"architecture(s) x {len(plan.seeds)} seed(s) = {len(units)} students ({left} to run), {plan.epochs} "
-          f"epochs each, releases {', '.join(plan.releases)}; {when} -> {plan.out}", flush=True)
-    for cell in plan.cells:
-        print(f"  {cell.release or 'baseline'}: {cell.name} ({' '.join([cell.attack, *cell.options])}, share "
-              f"{cell.share:g}{', white-box' if cell.white_box else ''})", flush=True)
+    print(f"audit of {args.teacher} on {plan.record.name}: {len(units)} students ({len(left)} to run) over "
+          f"{len(plan.seeds)} seed(s), {plan.epochs} epochs each, releases {', '.join(plan.releases)}; {when} -> "
+          f"{plan.out}", flush=True)
+    for attack in plan.attacks:
+        if attack.name in plan.chosen:
+            search = f", {len(attack.grid)} settings searched" if len(attack.grid) > 1 else ""
+            print(f"  {attack.release or 'baseline'}: {attack.name} ({' '.join([attack.method, *attack.options])}, "
+                  f"share {attack.share:g}{search}{', white-box' if attack.definition.access == 'white-box' else ''})",
+                  flush=True)
     if args.plan_only:
         return
-    if not run(plan, args):
+    if not run(plan, args, estimate):
         return
     report, labels = measure(plan, args, info)
-    drawn = draw(report, info, labels, plan.out)
+    drawn = draw(report, plan, info, labels, plan.out)
     text = markdown(report, drawn)
     runs.write_text(plan.out / "report.md", text)
     runs.write_json(plan.out / "report.json", without_logits(report))
@@ -583,5 +707,32 @@ def without_logits(report):
     return report
 
 
+def identity(plan):
+    """What the runs under --output were trained for: a student of another teacher or schedule is not this audit's."""
+    return {"teacher": str(plan.teacher), "teacher_sha256": hashlib.sha256(plan.teacher.read_bytes()).hexdigest(),
+            "dataset": plan.record.name, "epochs": plan.epochs, "milestones": plan.milestones,
+            "validation": VALIDATION}
+
+
+def claim(plan, args):
+    """Mark --output as this audit's (audit.json), refusing one that holds another audit unless --overwrite."""
+    marker, ours = plan.out / "audit.json", identity(plan)
+    if plan.out.exists() and not plan.out.is_dir():
+        raise UserError(f"--output {plan.out} is a file, not a directory: choose another --output")
+    if marker.is_file():
+        theirs = read_json(marker)  # a damaged one: one line naming it
+        different = next((k for k in ours if theirs.get(k) != ours[k]), None)
+        if different is None:
+            return
+        if not args.overwrite:
+            raise UserError(f"{plan.out} holds an audit with another {different} ({theirs.get(different)}): "
+                            "continue it with its own teacher and options, or start again with --overwrite")
+        shutil.rmtree(plan.out)
+    elif plan.out.is_dir() and any(plan.out.iterdir()):
+        raise UserError(f"--output {plan.out} holds files that are not an audit: choose another --output")
+    plan.out.mkdir(parents=True, exist_ok=True)
+    runs.write_json(marker, ours)
+
+
 if __name__ == "__main__":
-    distributed.run(main, parse_args())
+    distributed.run(main, parse_args(), again="give the same command again: the finished students are kept")

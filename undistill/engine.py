@@ -6,19 +6,25 @@ It never knows which defense or attack runs: it trains `model` (a models.Classif
 (methods/core.py), which says which models it queries frozen, what trains beside the model, where each epoch's
 batches come from, and what one step's loss and loss terms are.
 """
+import argparse
 import itertools
 import math
 import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import UserError, backends, checkpoint, runs
+from .datasets import DataInfo
+from .distributed import Context
 from .loaders import LOADERS
+from .methods import Task
+from .models import Classifier
 
 
 def add_arguments(parser):
@@ -57,7 +63,7 @@ def add_arguments(parser):
                    "on at most this many test batches: smoke runs of a recipe (0: all)")
 
 
-def learning_rate(config, epoch_progress):
+def learning_rate(config: argparse.Namespace, epoch_progress: float) -> float:
     """lr at a fractional epoch: step decay at the milestones, after an optional linear warmup. A pure
     function of progress, so a resumed run needs no scheduler state."""
     lr = config.lr * config.gamma ** sum(epoch_progress >= m for m in config.milestones)
@@ -108,7 +114,7 @@ class DeviceLoader:
 
 
 def make_loader(dataset, config, ctx, train):
-    per_rank = max(1, config.batch_size // ctx.world_size)
+    per_rank = ctx.per_rank(config.batch_size)
     loader = LOADERS[config.loader](dataset, per_rank, train=train, seed=config.seed, workers=config.workers,
                                     rank=ctx.rank, world_size=ctx.world_size, pin_memory=ctx.device.type == "cuda",
                                     device=ctx.device)
@@ -133,19 +139,41 @@ def evaluate(model, loader, ctx, config):
     return {"acc": 100 * correct / max(n, 1), "loss": loss / max(n, 1)}
 
 
-def fit(model, task, info, config, ctx, meta, out):
-    """Train `model` with `task` (methods.Task). Writes out/checkpoint.pt every epoch, out/best.pt at the best test
-    accuracy, out/metrics.jsonl (one line per epoch, with the loss terms) and out/summary.json; returns the summary.
-    One process at a time may write `out` (runs.owned).
+def fit(model: Classifier, task: Task, *, info: DataInfo, config: argparse.Namespace, ctx: Context,
+        meta: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Train `model` with `task` on `info`'s splits, with the resolved options `config`, in the process context
+    `ctx`; `meta` is what its checkpoints say it is (checkpoint.describe). Writes out/checkpoint.pt every epoch,
+    out/best.pt at the best test accuracy, out/metrics.jsonl (one line per epoch, with the loss terms) and
+    out/summary.json; returns the summary. One process at a time may write `out` (runs.owned).
     """
     with runs.owned(out, ctx):
         return fit_owned(model, task, info, config, ctx, meta, out)
+
+
+class Queries:
+    """The images a run sends to the models it queries (its teacher, with augmentations and synthesized batches),
+    counted on the host as they are sent (no device sync) and summed over the ranks once per epoch."""
+
+    def __init__(self, frozen):
+        self.sent = 0
+        for model in frozen:
+            model.register_forward_pre_hook(self.count)
+
+    def count(self, module, inputs):
+        self.sent += len(inputs[0])
+
+    def epoch(self, ctx):
+        """The images sent by all ranks since the last call."""
+        sent, self.sent = self.sent, 0
+        return int(ctx.all_reduce_sum(torch.tensor([sent], dtype=torch.float64, device=ctx.device)).item())
 
 
 def fit_owned(model, task, info, config, ctx, meta, out):
     backends.check_supported(config, task.trained_beside)
     train = make_loader(info.train, config, ctx, train=True) if task.uses_training_split else None
     test = make_loader(info.test, config, ctx, train=False)
+    val = make_loader(info.val, config, ctx, train=False) if info.val is not None else None
+    queries = Queries(task.frozen)
     prepare(model, ctx, config)
     for frozen in task.frozen:
         prepare(frozen, ctx, config).eval().requires_grad_(False)
@@ -179,39 +207,55 @@ def fit_owned(model, task, info, config, ctx, meta, out):
                             "--batch-size")
         stats = train_epoch(backend, task, steps, batches, epoch, config, ctx)
         stats["time_s"] = time.perf_counter() - began  # with the task's own work (synthesis, a centroid pass)
+        stats["queries"] = queries.epoch(ctx)
         ctx.broadcast_buffers(model)
+        if val is not None:
+            stats.update({f"val_{k}": v for k, v in evaluate(model, val, ctx, config).items()})
         stats.update({f"test_{k}": v for k, v in evaluate(model, test, ctx, config).items()})
         stats["epoch"] = epoch + 1
         history.append(stats)
         is_best = stats["test_acc"] > best
         best = max(best, stats["test_acc"])
         terms = "".join(f"  {k} {v:.4g}" for k, v in stats["terms"].items())
+        validated = f"  val {stats['val_acc']:.2f}%" if val is not None else ""
         ctx.print(f"epoch {epoch + 1}/{config.epochs}  loss {stats['loss']:.4f}{terms}  train {stats['train_acc']:.2f}%"
-                  f"  test {stats['test_acc']:.2f}% (best {best:.2f}%)  lr {stats['lr']:.4g}  "
+                  f"{validated}  test {stats['test_acc']:.2f}% (best {best:.2f}%)  lr {stats['lr']:.4g}  "
                   f"{stats['images_per_s']:.0f} img/s  {stats['time_s']:.1f}s")
-        record = dict(meta, epoch=epoch + 1, metrics=stats)
-        resume, record["state_dict"] = backend.save(out, record, ctx)
+        saved = dict(meta, epoch=epoch + 1, metrics=stats)
+        resume, saved["state_dict"] = backend.save(out, saved, ctx)
         resume.update(best_acc=best, args=runs.plain(vars(config)))
-        ctx.on_main(lambda: save(out, history, record, dict(resume, task=task.state_dict()), is_best))
+        ctx.on_main(lambda: save(out, history, saved, dict(resume, task=task.state_dict()), is_best))
         backend.saved(out, ctx)
 
-    summary = dict(meta, epochs=config.epochs, best_acc=best, last_acc=history[-1]["test_acc"],
-                   args=runs.plain(vars(config)))
+    summary = dict(meta, epochs=config.epochs, **results(history), args=runs.plain(vars(config)))
     ctx.on_main(lambda: runs.write_json(out / "summary.json", summary))
     ctx.print(f"done: last {summary['last_acc']:.2f}%, best {best:.2f}%  -> {out}")
     return summary
 
 
-def save(out, history, record, resume, is_best):
+def results(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a run's summary says of its epochs: the test accuracy at the last and at the best epoch (the papers'
+    code reports the best), the best epoch, the validation accuracy at the last epoch and the test accuracy at the
+    epoch of the best validation accuracy (when it has a validation split), and the teacher queries in all."""
+    best = max(history, key=lambda h: h["test_acc"])
+    found = {"last_acc": history[-1]["test_acc"], "best_acc": best["test_acc"], "best_epoch": best["epoch"],
+             "queries": sum(h.get("queries", 0) for h in history)}
+    if "val_acc" in history[-1]:
+        chosen = max(history, key=lambda h: h["val_acc"])  # the first of equals: the earliest such epoch
+        found.update(last_val_acc=history[-1]["val_acc"], val_epoch=chosen["epoch"], val_chosen_acc=chosen["test_acc"])
+    return found
+
+
+def save(out, history, saved, resume, is_best):
     # metrics first: a kill between the two leaves an extra line, which a resume drops, never a gap
     runs.write_metrics(out, history)
     if is_best:
-        checkpoint.save(record, out / "best.pt")
-    checkpoint.save(dict(record, **resume), out / "checkpoint.pt")
+        checkpoint.save(saved, out / "best.pt")
+    checkpoint.save(dict(saved, **resume), out / "checkpoint.pt")
 
 
 IDENTITY = ("role", "method", "arch", "dataset", "num_classes", "settings")  # what makes a run this run
-IDENTITY_OPTIONS = ("seed", "subset", "weights")
+IDENTITY_OPTIONS = ("seed", "subset", "validation", "weights")
 
 
 def same_run(state, meta, config, out):

@@ -20,7 +20,6 @@ Prints a summary and writes JSON (default: `<checkpoint stem>.eval.json` beside 
 writes an infinite NLL or KL as `Infinity` (which Python reads back).
 """
 import argparse
-import copy
 import math
 import sys
 import time
@@ -28,7 +27,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from torch.utils.data import Subset
 
 from . import UserError, checkpoint, datasets, distributed, loaders, metrics, models, releases, runs
 from .metrics import CMIAccumulator, SplitMetrics
@@ -49,7 +47,7 @@ def parse_args(argv=None):
     g.add_argument("--tau", type=float, default=4.0, help="temperature of the sparsity and KL measurements")
     g.add_argument("--threshold", type=float, default=1e-3, help="sparsity: count classes above this probability")
     g.add_argument("--ece-bins", type=int, default=15)
-    datasets.add_arguments(p)
+    datasets.add_arguments(p, validation=False)
     loaders.add_arguments(p)
     p.set_defaults(dataset=None)  # default: the checkpoint's dataset
     g = p.add_argument_group("run")
@@ -64,17 +62,6 @@ def parse_args(argv=None):
 
 def temperature_key(t):
     return f"{t:g}"
-
-
-def unaugmented(train, test):
-    """The training set as evaluation sees it: the same images without random augmentation."""
-    if isinstance(train, Subset):
-        return Subset(unaugmented(train.dataset, test), train.indices)
-    if hasattr(train, "transform") and hasattr(test, "transform"):  # TensorImages: none; ImageFolder: the val one
-        view = copy.copy(train)  # a view: same images, same FFCV records
-        view.transform = test.transform
-        return view
-    raise UserError(f"cannot build an un-augmented view of a {type(train).__name__} training set")
 
 
 def check_args(args):
@@ -94,7 +81,7 @@ def check_args(args):
 @torch.no_grad()
 def measure(model, reference, dataset, num_classes, args, ctx, want_metrics, temps):
     """One pass over `dataset`: (SplitMetrics value or None, {T: CMI} or None), all-reduced across ranks."""
-    loader = loaders.LOADERS[args.loader](dataset, max(1, args.batch_size // ctx.world_size), train=False, seed=0,
+    loader = loaders.LOADERS[args.loader](dataset, ctx.per_rank(args.batch_size), train=False, seed=0,
                                           workers=args.workers, rank=ctx.rank, world_size=ctx.world_size,
                                           pin_memory=ctx.device.type == "cuda", device=ctx.device)
     split = SplitMetrics(args.tau, args.ece_bins, args.threshold, reference is not None, ctx.device)
@@ -139,7 +126,7 @@ def main(args):
     model.to(ctx.device)
 
     splits = ["test", "train"] if args.split == "both" else [args.split]
-    views = {"test": info.test, "train": unaugmented(info.train, info.test)}
+    views = {"test": info.test, "train": datasets.unaugmented(info.train, info.test)}
     result = {"checkpoint": " + ".join(map(str, args.checkpoint)), "reference": str(args.reference) if args.reference else None,
               "model": {k: ckpt.get(k) for k in ("arch", "dataset", "num_classes", "role", "method", "settings",
                                                  "release", "epoch")},

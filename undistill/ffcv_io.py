@@ -134,23 +134,23 @@ class ReplayableRandomResizedCrop(RandomResizedCropRGBImageDecoder):
         return decode
 
 
-def check_records(records, labels):
+def check_beton(beton, labels):
     """The record positions of the dataset in its .beton, once the file is known to hold its split."""
-    if records.path is None:
+    if beton.path is None:
         raise UserError(f"--loader ffcv: no --data-dir to hold the .beton files: pass --ffcv-dir, written by "
-                        f"`{records.write}`")
-    if not records.path.is_file():
-        raise UserError(f"--loader ffcv: no {records.path}: write it with `{records.write}`")
+                        f"`{beton.write}`")
+    if not beton.path.is_file():
+        raise UserError(f"--loader ffcv: no {beton.path}: write it with `{beton.write}`")
     try:
-        reader = Reader(str(records.path))
+        reader = Reader(str(beton.path))
     except Exception as e:  # FFCV reports a foreign or truncated file with assorted errors
-        raise UserError(f"{records.path} is not a readable .beton ({type(e).__name__}: {e})") from None
-    positions = np.arange(records.size) if records.indices is None else records.indices.numpy()
-    if (reader.field_names != FIELDS or reader.num_samples != records.size
+        raise UserError(f"{beton.path} is not a readable .beton ({type(e).__name__}: {e})") from None
+    positions = np.arange(beton.size) if beton.indices is None else beton.indices.numpy()
+    if (reader.field_names != FIELDS or reader.num_samples != beton.size
             or not np.array_equal(reader.metadata["f1"][positions], labels.numpy())):
-        raise UserError(f"{records.path} ({reader.num_samples} records) does not hold this split ({records.size} "
+        raise UserError(f"{beton.path} ({reader.num_samples} records) does not hold this split ({beton.size} "
                         f"images, in order): it was written from another dataset or layout; rewrite it with "
-                        f"`{records.write} --overwrite`")
+                        f"`{beton.write} --overwrite`")
     return positions
 
 
@@ -183,13 +183,13 @@ class FfcvLoader:
     def __init__(self, dataset, batch_size, train, seed, workers, rank, world_size, pin_memory=False,
                  device=torch.device("cpu")):
         # pin_memory is unused: FFCV copies each batch to `device` from its own buffers.
-        records = datasets.records_of(dataset)
-        positions = check_records(records, datasets.labels_of(dataset))
+        beton = datasets.beton_of(dataset)
+        positions = check_beton(beton, datasets.labels_of(dataset))
         decoding, self.on_device = image_pipeline(dataset, train, seed)
         self.seed, self.rank = seed, rank
         with torch_threads_kept():
             self.loader = Loader(
-                str(records.path), batch_size, num_workers=min(max(workers, 1), numba.config.NUMBA_NUM_THREADS),
+                str(beton.path), batch_size, num_workers=min(max(workers, 1), numba.config.NUMBA_NUM_THREADS),
                 order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, distributed=train and world_size > 1,
                 seed=seed, indices=positions if train else positions[rank::world_size], drop_last=train,
                 pipelines={"image": [*decoding, ToTensor(), ToDevice(device), ToTorchImage()],

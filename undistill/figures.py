@@ -1,8 +1,9 @@
 """The figures of an audit report: can a released teacher be cloned by distillation?
 
-Four pure functions, each drawing one PNG from plain inputs (tensors, lists, dicts) and returning its path:
+Pure functions, each drawing one PNG from plain inputs (tensors, lists, dicts) and returning its path:
 
     temperature_curve  student accuracy against the attacker's KD temperature, next to the LS student's band
+    queries_curve      student accuracy and fidelity against the teacher queries, next to the LS students' band
     responses          softmax_tau outputs of several models on a few images (Nasty Teacher Fig. 1)
     tsne               t-SNE of the models' outputs, coloured by class
     reliability        reliability diagrams with the ECE of each model
@@ -153,6 +154,52 @@ def temperature_curve(path, temperatures, curves, ls_band, scratch=None, title="
         fig.suptitle(title)
     # Outside the axes: a legend inside would cover the curves of some release.
     ax.legend(*zip(*handles), loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def queries_curve(path, curves, baseline, title=""):
+    """Student top-1 accuracy (%) and fidelity (% of test images given the teacher's label) against the teacher
+    queries the student took (images sent, augmentations included; a log axis), one line per release, as
+    model-extraction benchmarks plot them.
+
+    `curves`: {release name: [(share, queries, (acc mean, std or None), (fidelity mean, std or None)) per budget]}.
+    `baseline`: {share: ((acc mean, std), (fidelity mean, std))} of the LS students trained on the same images
+    without the teacher, drawn as a band (mean +- std) at those budgets' queries. The PNG is 1200 x 480 pixels.
+    """
+    if not curves:
+        raise ValueError("curves is empty: give {release name: [(share, queries, acc, fidelity) per budget]}")
+    for name, points in curves.items():
+        if len(points) < 2 or any(len(p) != 4 or not p[1] > 0 for p in points):
+            raise ValueError(f"curves[{name!r}] needs at least two (share, queries > 0, acc, fidelity) points")
+    fig = _figure(10, 4)
+    axes = fig.subplots(1, 2)
+    where = {}  # share -> the queries at which the releases' students took it
+    for points in curves.values():
+        for share, queries, *_ in points:
+            where.setdefault(share, []).append(queries)
+    shares = sorted(s for s in where if s in baseline)
+    xs = [math.exp(sum(map(math.log, where[s])) / len(where[s])) for s in shares]
+    for column, (ax, label) in enumerate(zip(axes, ("student top-1 accuracy (%)", "fidelity to the teacher (%)"))):
+        if len(shares) >= 2:
+            means = [baseline[s][column][0] for s in shares]
+            stds = [baseline[s][column][1] or 0.0 for s in shares]
+            ax.fill_between(xs, [m - d for m, d in zip(means, stds)], [m + d for m, d in zip(means, stds)],
+                            color="0.6", alpha=0.3, lw=0)
+            ax.plot(xs, means, color="0.35", lw=1.2, label="LS student (no teacher), same images")
+        for name, points in curves.items():
+            points = sorted(points)
+            ax.errorbar([p[1] for p in points], [p[2 + column][0] for p in points],
+                        yerr=[p[2 + column][1] or 0.0 for p in points], marker="o", ms=4, capsize=3, lw=1.5,
+                        label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("teacher queries (images sent)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("above the LS band: the queries taught the student more than the labels", fontsize=9,
+                      color="0.3")
+    axes[1].legend(fontsize=8, frameon=False, loc="lower right")
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)
 
 

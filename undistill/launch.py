@@ -111,7 +111,8 @@ def submit(script_main, args):
     if not (args.slurm or args.slurm_local):
         raise UserError("--array-seeds needs --slurm or --slurm-local")
     check(args)
-    elements = [with_seed(args, seed) for seed in parse_seeds(args.array_seeds)] if args.array_seeds else [args]
+    elements = ([with_seed(args, seed) for seed in options.parse_seeds(args.array_seeds, "--array-seeds")]
+                if args.array_seeds else [args])
     role, method, arch = role_method_arch(args)
     # the directories the jobs will write: an existing run without --resume or --overwrite is refused now, not there
     outs = [runs.directory(run, role, method, arch) for run in elements]
@@ -143,16 +144,6 @@ def submit_runs(args, elements, name, job_dir):
     return [(job, out) for job, (*_, out) in zip(jobs, elements)]
 
 
-def parse_seeds(text):
-    try:
-        seeds = [int(s) for s in text.split(",")]
-    except ValueError:
-        raise UserError(f"--array-seeds {text!r}: expected comma-separated integers such as 0,1,2") from None
-    if len(set(seeds)) < len(seeds):
-        raise UserError(f"--array-seeds {text}: a seed appears twice")
-    return seeds
-
-
 def with_seed(args, seed):
     """An array element's args: its own seed and run directory (the default name already holds the seed)."""
     run = copy.copy(args)
@@ -167,10 +158,10 @@ def role_method_arch(args):
     kind = "defense" if "defense" in vars(args) else "attack"
     method = methods.chosen(args, kind)
     config, settings = options.resolve(args, method, datasets.record(args.dataset))
-    source = settings.get(method.frozen) if method.release is not None else None
+    source = settings.get(method.queries) if method.release is not None else None
     # a release is named after the teacher it wraps, as in train_teacher.release
     arch = checkpoint.load(source)["arch"] if source else config.arch
-    return methods.ROLES[kind], method.name, arch
+    return method.role, method.name, arch
 
 
 def sbatch_directives(lines):

@@ -8,12 +8,17 @@ the work behind those three words.
 
 CELLS holds one cell per line: its name (a path below OUT), the entry script and its options, shell-quoted. Each
 cell runs once per seed, in OUT/<name>/s<seed>, with `--seed` set; `@NAME` in its options stands for the same
-seed's OUT/NAME/s<seed>/checkpoint.pt (a teacher trained by an earlier cell). A dataset other than the built-in
-one is read from $<DATASET>_DIR (CIFAR10_DIR, ...), default data/<dataset>. Finished cells are skipped and
-unfinished ones resumed (undistill.cells), so the same recipe continues after an interruption.
+seed's OUT/NAME/s<seed>/checkpoint.pt (a teacher trained by an earlier cell). A line that starts with --search is a
+searched cell: its attack's search (Method.search, the settings it does not set itself) first runs in
+OUT/<name>/<setting>/s<seed>, each holding out VALIDATION of the training images; per seed, the setting with the
+best validation accuracy is recorded in OUT/<name>/search-s<seed>.json and trained again on all the images, in
+OUT/<name>/s<seed>. A dataset other than the built-in one is read from $<DATASET>_DIR (CIFAR10_DIR, ...), default
+data/<dataset>. Finished cells are skipped and unfinished ones resumed (undistill.cells), so the same recipe
+continues after an interruption.
 
 `--smoke` runs every cell tiny: 1 epoch of one step of 2 images, on a synthetic dataset of the same layout
-and class count (real image files, written once under OUT/.data), so a test can run a recipe end to end on a CPU.
+and class count (real image files, written once under OUT/.data), a search over its first two settings only, so a
+test can run a recipe end to end on a CPU.
 
 A layout (TOML) is a paper's table: its columns, and per row the run directories of its entries, the LS students
 that decide the undistillable verdict, and the paper's numbers; see recipes/README.md.
@@ -28,31 +33,30 @@ from pathlib import Path
 
 import torch
 
-from . import UserError, cells, datasets, distributed, launch, methods, options, require, runs
+from . import UserError, cells, datasets, distributed, launch, methods, options, require, runs, verdict
 from .report import fmt, mean_std, read_json
 
 SMOKE = ["--epochs", "1", "--max-steps", "1", "--batch-size", "2", "--workers", "0", "--milestones", ""]
-SMOKE_METHODS = {  # the data-free attacks synthesize before they train: a few of their own steps too
-    "dafl": ["--steps-per-epoch", "2", "--latent-dim", "8"],
-    "deepinversion": ["--di-batch", "4", "--di-iterations", "2", "--pool-batches", "1", "--batches-per-epoch", "1"],
-    # a 2-step adversary's eval-mode logits are huge, and the unbounded -KL step would leave a deep nasty teacher
-    # (ResNet-34) with non-finite outputs, which a student distilled from it then stops on
-    "nasty": ["--grad-clip", "1"],
-}
-SMOKE_IMAGES = {"imagenet": (1, 1)}  # (train, test) images per class of the synthetic data; default (10, 2)
+# (train, test) images per class of the synthetic data; default (20, 2): a 10% subset keeps 2 of a class, one to
+# train on and one to validate a search on
+SMOKE_IMAGES = {"imagenet": (1, 1)}
+VALIDATION = 0.1  # of the training images, held out by a searched cell's settings to choose between them on
 
 
 # ---- the cells
 
 def read_cells(path):
-    """[(name, argv)] from a cells file: one shell-quoted line per cell."""
+    """[(name, argv, searched)] from a cells file: one shell-quoted line per cell, --search first for a search."""
     found = []
     for number, line in enumerate(Path(path).read_text().splitlines(), 1):
         if line.strip():
-            name, *argv = shlex.split(line)
+            words = shlex.split(line)
+            searched = words[0] == "--search"
+            name, *argv = words[searched:]
             if not argv or argv[0] not in ("train_teacher.py", "distill_student.py"):
-                raise UserError(f"{path}:{number}: a cell is NAME train_teacher.py|distill_student.py OPTIONS")
-            found.append((name, argv))
+                raise UserError(f"{path}:{number}: a cell is [--search] NAME train_teacher.py|distill_student.py "
+                                "OPTIONS")
+            found.append((name, argv, searched))
     return found
 
 
@@ -64,12 +68,12 @@ def data_dir(name, out, smoke):
     if smoke:
         root = out / ".data" / name
         if not (root / ".complete").is_file():
-            synthesize(record, root, *SMOKE_IMAGES.get(name, (10, 2)))
+            synthesize(record, root, *SMOKE_IMAGES.get(name, (20, 2)))
         return root
     variable = f"{name.upper()}_DIR"
     root = Path(os.environ.get(variable, f"data/{name}"))
     if not root.is_dir():
-        raise UserError(f"{name}: no data in {root} (set {variable} to the dataset's root; README, Data)")
+        raise UserError(f"{name}: no data in {root} (set {variable} to the dataset's root; docs/data.md)")
     return root
 
 
@@ -120,7 +124,7 @@ def expand(name, argv, seed, out, smoke, device=None):
     if device:
         extra += ["--device", device]
     if smoke:
-        extra += [*SMOKE, "--quiet", *SMOKE_METHODS.get(method.name, [])]
+        extra += [*SMOKE, "--quiet", *method.smoke]  # the method's own tiny settings too (Method.smoke)
     argv += extra
     if method.release is not None:
         return cells.Cell(tuple(argv), out / name / f"s{seed}", None)
@@ -128,10 +132,48 @@ def expand(name, argv, seed, out, smoke, device=None):
     return cells.Cell(tuple(argv), out / name / f"s{seed}", config.epochs)
 
 
+def search_of(argv, smoke):
+    """A searched cell's settings: its attack's search over the options the cell does not set (two in smoke mode)."""
+    if argv[0] != "distill_student.py":
+        raise UserError(f"--search {' '.join(argv)}: only a student's attack searches its settings")
+    parsed = cells.script(argv[0]).parse_args(argv[1:])
+    method = methods.chosen(parsed, "attack")
+    given = [o.name for o in method.options if vars(parsed).get(o.name) is not None]
+    runs_ = method.search_runs(fixed=given)
+    if runs_ == [("", ())]:
+        raise UserError(f"--search {' '.join(argv)}: --attack {method.name} searches nothing here (its search: "
+                        f"{', '.join(method.search) or 'none'})")
+    return runs_[:2] if smoke else runs_
+
+
 def run_cells(args):
-    seeds = parse_seeds(args.seeds)
-    todo = [expand(name, argv, seed, args.out, args.smoke, args.device) for name, argv in read_cells(args.cells)
-            for seed in seeds]
+    seeds = options.parse_seeds(args.seeds, "SEEDS")
+    todo, searches = [], []
+    for name, argv, searched in read_cells(args.cells):
+        grid = search_of(argv, args.smoke) if searched else None
+        for seed in seeds:
+            if grid is None:
+                todo.append(expand(name, argv, seed, args.out, args.smoke, args.device))
+                continue
+            todo += [expand(f"{name}/{setting}", [*argv, *extra, "--validation", f"{VALIDATION:g}"], seed, args.out,
+                            args.smoke, args.device) for setting, extra in grid]
+            searches.append((name, argv, seed, grid))
+    launch_cells(todo, args)
+    if searches:  # each search's choice, trained again on all the images
+        launch_cells([expand(name, [*argv, *dict(grid)[choose(args.out / name, grid, seed)]], seed, args.out,
+                             args.smoke, args.device) for name, argv, seed, grid in searches], args)
+
+
+def choose(root, grid, seed):
+    """The setting of a search kept for one seed (runs.chosen), recorded in root/search-s<seed>.json."""
+    validation = {setting: read_json(root / setting / f"s{seed}" / "summary.json").get("last_val_acc")
+                  for setting, _ in grid}
+    setting = runs.chosen(validation)
+    runs.write_json(root / f"search-s{seed}.json", {"chosen": setting, "validation": validation})
+    return setting
+
+
+def launch_cells(todo, args):
     if args.slurm or args.slurm_local:
         launch.check(args)
         # the next cells read what these write: wait for the array (a relaunch after the wait was cut off skips
@@ -140,16 +182,6 @@ def run_cells(args):
         return
     here = args.jobs == 1 and args.nproc_per_cell == 1
     cells.run(todo, args.out, args.out.name, args.jobs, args.nproc_per_cell, here=here)
-
-
-def parse_seeds(text):
-    try:
-        seeds = [int(s) for s in text.split(",")]
-    except ValueError:
-        raise UserError(f"seeds {text!r}: give comma-separated integers such as 0,1,2 (SEEDS=0,1,2)") from None
-    if len(set(seeds)) != len(seeds):
-        raise UserError(f"seeds {text}: a seed appears twice")
-    return seeds
 
 
 # ---- the table
@@ -193,24 +225,41 @@ def stat(values):
     return mean_std(values) if values else None
 
 
-def entry(row, column, out, seeds, baseline):
-    """One cell of the table: ours (mean, std, n), its difference to the baseline row, the verdict. A row's `keys`
+def searched(out, name, seeds):
+    """{seed: the setting its search chose} for a searched cell (search-s<seed>.json), {} for another."""
+    found = {}
+    for seed in seeds:
+        path = out / name / f"search-s{seed}.json"
+        if path.is_file():
+            found[seed] = read_json(path)["chosen"]
+    return found
+
+
+def entry(row, column, out, seeds, baseline, teacher=None):
+    """One cell of the table: ours (mean, std, n) at the deciding epoch and the best epoch beside it, its difference
+    to the baseline row, the paired interval to the LS students of the same seeds and its outcome (verdict.py; void
+    where the teacher is not clearly above those LS students), and the settings a search chose. A row's `keys`
     read a column as another key in its templates, the baseline's included (a "Teacher Self" column: the row's
     teacher architecture)."""
     column = row.get("keys", {}).get(column, column)
     name = row["cells"].format(column=column)
-    ours = seeded(out, name, seeds, row.get("metric", "last_acc"))
-    result = {"run": name, "ours": stat(ours.values()), "vs_baseline": None, "undistillable": None}
+    metric = row.get("metric", "last_acc")
+    ours = seeded(out, name, seeds, metric)
+    result = {"run": name, "metric": metric, "ours": stat(ours.values()), "best": None, "vs_baseline": None,
+              "vs_ls": None, "outcome": None, "chosen": searched(out, name, seeds)}
+    if metric == "last_acc" and ours:
+        result["best"] = stat(seeded(out, name, seeds, "best_acc").values())
     if baseline is not None and ours:
         base = seeded(out, baseline["cells"].format(column=column), seeds, baseline.get("metric", "last_acc"))
         if base:
             result["vs_baseline"] = statistics.mean(ours.values()) - statistics.mean(base.values())
     if "ls" in row and ours:
         ls = seeded(out, row["ls"].format(column=column), seeds)
-        paired = [s for s in ours if s in ls]  # the LS students of the same seeds: the same data and start
-        if paired:
-            diff = statistics.mean(ours[s] - ls[s] for s in paired)
-            result.update(vs_ls=diff, undistillable=diff <= 0)
+        iv = verdict.paired(ours, ls)  # the same seeds: the same data and start
+        if iv is not None:
+            result["vs_ls"] = iv.as_dict()
+            room = verdict.paired(teacher, ls) if teacher else None
+            result["outcome"] = verdict.VOID if verdict.has_headroom(room) is False else iv.outcome
     return result
 
 
@@ -225,9 +274,9 @@ def build_table(layout, out, seeds, paper_only=False):
         filled = {"label": row["label"], "paper": row.get("paper", []), "paper_teacher": row.get("paper_teacher"),
                   "teacher": None, "entries": []}
         if not paper_only:
-            if "teacher" in row:
-                filled["teacher"] = stat(seeded(out, row["teacher"], seeds).values())
-            filled["entries"] = [entry(row, key, out, seeds, None if row is baseline else baseline)
+            teacher = seeded(out, row["teacher"], seeds) if "teacher" in row else {}
+            filled["teacher"] = stat(teacher.values()) if teacher else None
+            filled["entries"] = [entry(row, key, out, seeds, None if row is baseline else baseline, teacher)
                                  for key, _ in columns]
         table["rows"].append(filled)
     return table
@@ -247,14 +296,24 @@ def number(v):
     return f"{v:.3g}" if 0 < abs(v) < 0.1 else f"{v:.2f}"
 
 
+SYMBOLS = {verdict.UNDISTILLABLE: "✓", verdict.CLONED: "✗", verdict.INCONCLUSIVE: "≈", verdict.INDICATIVE: "?",
+           verdict.VOID: "void", None: ""}
+
+
 def ours_text(e):
     if e is None or e["ours"] is None:
         return "not run"
     mean, std, n = e["ours"]
     text = number(mean) + (f" ± {number(std)}" if std is not None else "")
+    if e["best"] is not None:
+        text += f" (best {number(e['best'][0])})"
     if e["vs_baseline"] is not None:
         text += f" ({e['vs_baseline']:+.2f})"
-    return text + {True: " ✓", False: " ✗", None: ""}[e["undistillable"]]
+    if e["vs_ls"] is not None:
+        text += f" LS {verdict.Interval.from_dict(e['vs_ls']).text()} {SYMBOLS[e['outcome']]}"
+    if e["chosen"]:
+        text += " [" + ", ".join(f"s{s}: {c}" for s, c in e["chosen"].items()) + "]"
+    return text
 
 
 def markdown(table, layout):
@@ -279,9 +338,13 @@ def markdown(table, layout):
                                                  else base)]
         lines.append("| " + " | ".join(cells_) + " |")
     seeds = ", ".join(map(str, table["seeds"]))
-    lines += ["", f"Ours: mean ± std over seeds {seeds}; in parentheses the difference to the "
-              f"\"{layout.get('baseline', '-')}\" row. ✓ undistillable: the student does not beat the LS student "
-              "of the same architecture and seeds; ✗ it does (cloned)."]
+    lines += ["", f"Ours: mean ± std over seeds {seeds} at the last epoch (the deciding one), the best epoch's mean "
+              f"beside it (the authors' code reports the best); in parentheses the difference to the "
+              f"\"{layout.get('baseline', '-')}\" row. LS: the paired difference to the LS student of the same "
+              f"architecture and seeds, mean ± std [{verdict.LEVEL:.0%} interval]: ✓ undistillable (the interval "
+              "lies at or below 0), ✗ cloned (above 0), ≈ inconclusive (it straddles 0), ? one seed (indicative), "
+              "void: the teacher is not clearly above the LS student. In brackets: the setting each seed's search "
+              "chose on its validation split."]
     if layout.get("notes"):
         lines += ["", layout["notes"].strip()]
     return "\n".join(lines) + "\n"
@@ -289,7 +352,7 @@ def markdown(table, layout):
 
 def write_table(args):
     layout = read_layout(args.layout)
-    seeds = parse_seeds(args.seeds)
+    seeds = options.parse_seeds(args.seeds, "SEEDS")
     table = build_table(layout, args.out, seeds, args.paper_only)
     text = markdown(table, layout)
     print(text, flush=True)

@@ -7,14 +7,15 @@ Stingy Teacher (Ma et al., "Stingy Teacher: Sparse Logits Suffice to Fail Knowle
 per row, k = floor(r K) for every sample (the authors' code); what becomes of the others is the variant: `top`
 (the paper's, -inf elsewhere) and its ablations `smooth`, `reverse` and `least`.
 
-The prediction-API releases (`API_RELEASES`: topk, rounded, label, reverse-sigmoid, noise) answer as an API that
-returns probabilities p' would, and hand a student log p' (log 0 = -inf): log-probabilities are logits, and
+The prediction-API releases (topk, rounded, label, reverse_sigmoid, noise) answer as an API that returns
+probabilities p' would, and hand a student log p' (log 0 = -inf): log-probabilities are logits, and
 softmax(log p' / tau) is what a KD attacker computes from the probabilities. They start from the teacher's softmax
 in float64 and return the logits' floating type (at least float32).
+
+Each transform is `f(z, *, settings)`, its settings the options of the `train_teacher.py --defense` that releases it
+(methods/defenses.py): that definition is the only place a release is named.
 """
-import inspect
 import math
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -52,9 +53,14 @@ def stingy_least(z, k):
 STINGY_VARIANTS = {"top": stingy_top, "smooth": stingy_smooth, "reverse": stingy_reverse, "least": stingy_least}
 
 
-def stingy_k(ratio, num_classes):
+def stingy_k(ratio: float, num_classes: int) -> int:
     """k = floor(r K), the same for every sample (at least 1 so the argmax survives)."""
     return max(1, math.floor(ratio * num_classes + 1e-9))
+
+
+def stingy(z, *, ratio, variant):
+    """Stingy Teacher's release: k = floor(ratio K) logits kept per row, the variant saying how."""
+    return STINGY_VARIANTS[variant](z, stingy_k(ratio, z.shape[1]))
 
 
 def released_dtype(z):
@@ -85,13 +91,15 @@ def renormalized(q, z):
     return torch.where(total > 0, q / total.clamp_min(torch.finfo(q.dtype).tiny), argmax_one_hot(z))
 
 
-def topk_probabilities(z, *, k):
+def topk(z, *, k):
     """The k largest probabilities of the full softmax, not renormalized (what the API shows), -inf elsewhere:
     log p is z shifted per row, so softmax_T of it is stingy_top's at every T."""
+    if k > z.shape[1]:
+        raise UserError(f"a top-{k} release of a teacher with {z.shape[1]} classes: k is at most the classes")
     return stingy_top(F.log_softmax(z.double(), dim=1), k).to(released_dtype(z))
 
 
-def rounded_probabilities(z, *, decimals):
+def rounded(z, *, decimals):
     """p rounded to `decimals` decimals (half to even), not renormalized. A row whose probabilities all round to 0
     (possible once K > 2 * 10^decimals) keeps its argmax at 10^-decimals, the smallest value the API can show, never
     0/0. Where rounding ties the argmax with other classes (0.3, 0.3, ...), which an API's ranked answer still
@@ -108,26 +116,61 @@ def rounded_probabilities(z, *, decimals):
     return log_q.scatter(1, top, torch.where(tied, best + step, best))
 
 
-def label_only(z):
+def label(z):
     """The argmax alone: 0 (log 1) at the argmax, -inf elsewhere."""
     return as_logits(argmax_one_hot(z), z)
 
 
-def reverse_sigmoid(z, *, beta, gamma):
+def reverse_sigmoid(z, *, rs_beta, rs_gamma):
     """Lee et al.'s reverse sigmoid perturbation, as ART's ReverseSigmoid computes it: with p clipped to
     [1e-9, 1 - 1e-9], r = beta (sigmoid(-gamma log((1 - p) / p)) - 1/2), p' = clip(p - r, 0, 1) renormalized (r
     is taken from the clipped p, subtracted from the unclipped one)."""
     p = probabilities(z)
     clipped = p.clamp(1e-9, 1 - 1e-9)
-    r = beta * (torch.sigmoid(-gamma * torch.log((1 - clipped) / clipped)) - 0.5)
+    r = rs_beta * (torch.sigmoid(-rs_gamma * torch.log((1 - clipped) / clipped)) - 0.5)
     return as_logits(renormalized((p - r).clamp(0, 1), z), z)
 
 
-def gaussian_noise(z, *, sigma, noise_seed):
+def noise(z, *, sigma, noise_seed):
     """p + sigma n, negatives set to 0, renormalized (ART's GaussianNoise), n = counter_normals: the same input
     always gets the same answer, so repeating a query cannot average the noise away."""
     noisy = (probabilities(z) + sigma * counter_normals(z, noise_seed)).clamp_min(0)
     return as_logits(renormalized(noisy, z), z)
+
+
+# ---- how an attacker who knows a release reads its answers (the release's `decode`, the `adaptive` attack): the
+# answers (log p', -inf where p' = 0) back to a distribution over every class, as logits (log q)
+
+def completed(a, cap):
+    """The probabilities an answer shows, and every class it shows as 0 given an even share of the mass it does not
+    account for, at most `cap` each (what such a class could hold): log q, renormalized."""
+    p = a.double().exp()
+    hidden = p == 0
+    rest = (1 - p.sum(1, keepdim=True)).clamp_min(0)
+    fill = torch.minimum(rest / hidden.sum(1, keepdim=True).clamp_min(1), cap)
+    q = torch.where(hidden, fill, p)
+    return as_logits(q / q.sum(1, keepdim=True), a)
+
+
+def complete_topk(a):
+    """A top-k answer completed: the classes not shown share what the k shown leave, each at most the smallest
+    shown probability (they rank below it)."""
+    shown = a.double().exp()
+    return completed(a, torch.where(shown > 0, shown, math.inf).min(1, keepdim=True).values)
+
+
+def complete_rounded(a, *, decimals):
+    """A rounded answer completed: a class shown as 0 held less than half a step, 10^-decimals / 2; the classes at
+    0 share what the others leave, each at most that."""
+    return completed(a, torch.full_like(a, 10.0 ** -decimals / 2, dtype=torch.float64)[:, :1])
+
+
+def smoothed_label(a):
+    """The answer's argmax alone, label-smoothed (epsilon 0.1): an attacker who trusts only the top class of an
+    answer that a perturbation distorts elsewhere (Orekondy et al.'s adaptive attacker of Prediction Poisoning,
+    ICLR 2020), or that shows nothing else."""
+    k = a.shape[1]
+    return as_logits(0.9 * argmax_one_hot(a) + 0.1 / k, a)
 
 
 MASK32 = 0xFFFFFFFF
@@ -159,24 +202,6 @@ def counter_normals(z, seed):
     row = mix32((mix32(bits ^ mix32(classes)).sum(1, keepdim=True) + mix32(seed)) & MASK32)
     u1, u2 = ((mix32(row ^ mix32(2 * classes + draw)).double() + 0.5) / 2 ** 32 for draw in (0, 1))
     return torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)
-
-
-# name -> transform; a checkpoint's release entry is the name and the transform's keyword arguments
-API_RELEASES = {"topk": topk_probabilities, "rounded": rounded_probabilities, "label": label_only,
-                "reverse-sigmoid": reverse_sigmoid, "noise": gaussian_noise}
-
-
-def transform(release):
-    """The logit transform a checkpoint's `release` entry names (None: the full logits)."""
-    if release is None:
-        return None
-    name, settings = release.get("name"), {k: v for k, v in release.items() if k != "name"}
-    if name == "stingy" and release.get("variant") in STINGY_VARIANTS:
-        return partial(STINGY_VARIANTS[release["variant"]], k=release["k"])
-    fn = API_RELEASES.get(name)
-    if fn is None or set(settings) != set(inspect.signature(fn).parameters) - {"z"}:
-        raise UserError(f"unknown release transform {release} in checkpoint")
-    return partial(fn, **settings)
 
 
 def describe(release):

@@ -6,11 +6,13 @@ Teachers whose run directory holds `checkpoint.eval.json` (written by `python -m
 their ECE and CMI at `--cmi-temperature`.
 
 A teacher is undistillable against an attack when the student distilled from it does not beat the
-label-smoothing (ls) student of the same architecture, trained on the same data without any teacher. Each row
-says what the attack could read of the teacher: black-box (its released logits) or white-box (gradients and
-internals too: the data-free attacks), so rows of the two threat models are never mixed.
-Runs that differ only in --seed are averaged (mean ± std); the students are compared with the LS students of
-the same seeds when all of those exist, else with all LS students.
+label-smoothing (ls) student of the same architecture, trained on the same data without any teacher, beyond the
+seeds' noise (undistill/verdict.py: cloned, undistillable, inconclusive, or indicative with one seed; void where the
+teacher is not clearly better than the LS student). Each row says what the attack could read of the teacher:
+black-box (its released logits) or white-box (gradients and internals too: the data-free attacks), so rows of the
+two threat models are never mixed. Runs that differ only in --seed are averaged (mean ± std); the students are
+compared with the LS students of the same seeds when all of those exist (a paired interval), else with all LS
+students (Welch's interval).
 """
 import argparse
 import csv
@@ -19,6 +21,7 @@ import statistics
 from pathlib import Path
 
 from . import UserError, distributed
+from . import verdict as stats
 
 # What the table reads of a summary.json, checked so a damaged one is named, not a KeyError
 SUMMARY_FIELDS = {"role": str, "method": str, "dataset": str, "arch": str, "last_acc": (int, float)}
@@ -115,7 +118,7 @@ def verdict_rows(runs, cmi_temperature=4.0):
         if teacher is None:
             continue  # its teacher's run is not among the collected directories
         key = (r["dataset"], teacher_name(teacher), method_name(r), r["arch"], r.get("access") or "black-box")
-        groups.setdefault(key, []).append((seed(r), r["last_acc"]))
+        groups.setdefault(key, []).append((seed(r), r["last_acc"], r.get("best_acc", r["last_acc"])))
         teacher_runs.setdefault(key, {})[teacher["dir"]] = teacher
     ce_teachers = {}
     for t in teachers.values():
@@ -123,37 +126,46 @@ def verdict_rows(runs, cmi_temperature=4.0):
             ce_teachers.setdefault((t["dataset"], t["arch"]), []).append(t["last_acc"])
     rows = []
     for (dataset, teacher, attack, arch, access), seeded in sorted(groups.items()):
-        student, ls = mean_std([acc for _, acc in seeded]), baselines.get((dataset, "ls", arch))
+        student, ls = mean_std([acc for _, acc, _ in seeded]), baselines.get((dataset, "ls", arch))
+        t_runs = list(teacher_runs[(dataset, teacher, attack, arch, access)].values())
+        t_acc = mean_std([t["last_acc"] for t in t_runs])
         # Against the LS students of the same seeds (the same data subsets and initializations) when they all
         # exist: a paired comparison, free of the spread between seeds that the students do not share.
         same_seeds = ls_by_seed.get((dataset, arch), {})
-        if ls and all(s is not None and s in same_seeds for s, _ in seeded):
-            ls = [acc for s, _ in seeded for acc in same_seeds[s]]
-        t_runs = list(teacher_runs[(dataset, teacher, attack, arch, access)].values())
-        t_acc = mean_std([t["last_acc"] for t in t_runs])
+        vs_ls = room = None
+        if ls and all(s is not None and s in same_seeds for s, _, _ in seeded):
+            ls_of = {s: statistics.mean(same_seeds[s]) for s, _, _ in seeded}
+            vs_ls = stats.interval(acc - ls_of[s] for s, acc, _ in seeded)
+            ls, room = [ls_of[s] for s, _, _ in seeded], stats.headroom(t_acc[0], ls_of)
+        elif ls:
+            vs_ls, room = stats.unpaired([acc for _, acc, _ in seeded], ls), stats.headroom(t_acc[0], dict(
+                enumerate(ls)))
         ece, cmi = measured(t_runs, cmi_temperature)
         ce = ce_teachers.get((dataset, teacher.split()[-1]))
-        ls_mean = statistics.mean(ls) if ls else None
+        outcome = None if vs_ls is None else stats.VOID if stats.has_headroom(room) is False else vs_ls.outcome
         rows.append({
             "dataset": dataset, "teacher": teacher, "teacher_acc": t_acc,
             "teacher_vs_ce": t_acc[0] - statistics.mean(ce) if ce else None, "teacher_ece": ece, "teacher_cmi": cmi,
             "attack": attack, "access": access, "student": arch, "student_acc": student,
-            "ls_student_acc": mean_std(ls) if ls else None,
-            "student_vs_ls": student[0] - ls_mean if ls else None,
-            "undistillable": None if ls_mean is None else student[0] <= ls_mean,
+            "student_best": mean_std([best for _, _, best in seeded]), "ls_student_acc": mean_std(ls) if ls else None,
+            "vs_ls": vs_ls and vs_ls.as_dict(), "headroom": room and room.as_dict(), "outcome": outcome,
         })
     return rows, {k: mean_std(v) for k, v in baselines.items()}
 
 
 def markdown(rows, baselines):
     lines = ["| dataset | teacher | teacher acc | vs CE teacher | ECE | CMI | attack | access | student | student acc "
-             "| vs LS student | undistillable |", "|" + "---|" * 12]
+             "| best epoch | vs LS student | verdict |", "|" + "---|" * 13]
     for r in rows:
-        verdict = {True: "**yes**", False: "no", None: "? (no ls student)"}[r["undistillable"]]
+        verdict = {stats.UNDISTILLABLE: "**undistillable**", None: "? (no ls student)"}.get(r["outcome"], r["outcome"])
         ece, cmi = (("-" if v is None else f"{v:.4f}") for v in (r["teacher_ece"], r["teacher_cmi"]))
+        vs_ls = "-" if r["vs_ls"] is None else stats.Interval.from_dict(r["vs_ls"]).text()
         lines.append(f"| {r['dataset']} | {r['teacher']} | {fmt(r['teacher_acc'])} | {signed(r['teacher_vs_ce'])} "
                      f"| {ece} | {cmi} | {r['attack']} | {r['access']} | {r['student']} | {fmt(r['student_acc'])} "
-                     f"| {signed(r['student_vs_ls'])} | {verdict} |")
+                     f"| {fmt(r['student_best'], count=False)} | {vs_ls} | {verdict} |")
+    lines += ["", "Accuracies: last epoch (best epoch: the papers' convention, optimistic); the verdict reads the "
+              f"last. vs LS student: mean ± std [{stats.LEVEL:.0%} interval] over seeds (undistill/verdict.py); void: "
+              "the teacher is not clearly better than the LS student."]
     if baselines:
         lines.append("")
         lines.append("Baselines (no teacher): " + "; ".join(
@@ -169,15 +181,14 @@ def write_csv(rows, path):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["dataset", "teacher", "teacher_acc", "teacher_acc_std", "teacher_vs_ce", "teacher_ece",
-                    "teacher_cmi", "attack", "access", "student",
-                    "student_acc", "student_acc_std", "seeds", "ls_student_acc", "student_vs_ls", "undistillable"])
+                    "teacher_cmi", "attack", "access", "student", "student_acc", "student_acc_std", "student_best",
+                    "seeds", "ls_student_acc", "vs_ls", "vs_ls_low", "vs_ls_high", "verdict"])
         for r in rows:
-            s, t = r["student_acc"], r["teacher_acc"]
+            s, t, d = r["student_acc"], r["teacher_acc"], r["vs_ls"] or {}
             w.writerow([r["dataset"], r["teacher"], f"{t[0]:.4f}", t[1] or "", r["teacher_vs_ce"], r["teacher_ece"],
-                        r["teacher_cmi"], r["attack"], r["access"],
-                        r["student"], f"{s[0]:.4f}", s[1] or "", s[2],
-                        r["ls_student_acc"][0] if r["ls_student_acc"] else "", r["student_vs_ls"],
-                        r["undistillable"]])
+                        r["teacher_cmi"], r["attack"], r["access"], r["student"], f"{s[0]:.4f}", s[1] or "",
+                        f"{r['student_best'][0]:.4f}", s[2], r["ls_student_acc"][0] if r["ls_student_acc"] else "",
+                        d.get("mean", ""), d.get("low", ""), d.get("high", ""), r["outcome"] or ""])
 
 
 def parse_args(argv=None):

@@ -149,6 +149,12 @@ def write_metrics(out, history):
     write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
 
 
+def chosen(validation: dict[str, float | None]) -> str:
+    """The run an attacker keeps of a search: the best validation accuracy (at the last epoch), the first in the
+    search's order among equals (a run without a validation split is the search's only one)."""
+    return max(validation, key=lambda name: -float("inf") if validation[name] is None else validation[name])
+
+
 def plain(d):
     """JSON- and weights_only-safe copy of an options dict (paths, also in lists and tuples, become strings)."""
     def safe(v):

@@ -9,25 +9,29 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .. import UserError
 from ..options import Option
-from .core import SMOOTHING, Method, ce, kl, ls, register
+from .core import SMOOTHING, Method, Supervised, ce, kl, ls, query, register, release_decoder
 
-STINGY_TAU = 20.0  # a released teacher is distilled at tau 20 on every dataset (Stingy Teacher's code)
 TEACHER = Option("teacher", "checkpoint(s) written by train_teacher.py (any defense); several: their logits' mean",
                  type=Path, many=True)
 ALPHA = Option("alpha", "weight of the teacher term", default=0.9, range="[0, 1]")
 NO_LABELS = Option("no_labels", "the attacker has no labels: no CE term", flag=True, default=False)
-
-
-def kd_defaults(method, record, released):
-    """KD's temperature is the teacher's tau_A in the papers' code (record.papers["kd"]), 20 for any released
-    teacher (stingy or an API release: the Stingy Teacher code's setting, the papers' one for a release)."""
-    return {"tau": STINGY_TAU if released else record.papers["kd"]["tau"]}
+# KD's temperature is the teacher's tau_A in the papers' code (ImageNet, where no paper trains a nasty teacher: 4),
+# and 20 for any released teacher (stingy or an API release: the Stingy Teacher code's setting)
+KD_TAU = {"mnist5k": dict(tau=4.0), "cifar10": dict(tau=4.0), "cifar100": dict(tau=20.0),
+          "tinyimagenet": dict(tau=20.0), "imagenet": dict(tau=4.0)}
+RELEASED_TAU = dict(tau=20.0)
+# The attacker's temperatures, spanning the Nasty Teacher paper's ablation of the student's tau (1 to 20)
+TAU_SEARCH = {"tau": (1.0, 2.0, 4.0, 8.0, 20.0)}
+# Jandial et al. search HTC's and SCM's m in {1, 5, 10, 50} and tau in {4, 20, 50, 100} (alpha in 0.1..0.9, which
+# their ablations fix at 0.9, as here; Tiny-ImageNet adds tau 200)
+JANDIAL_SEARCH = {"tau": (4.0, 20.0, 50.0, 100.0), "multiplier": (1.0, 5.0, 10.0, 50.0)}
 
 
 def kd_tau(help):
-    return Option("tau", f"{help} (default: the papers' for the dataset, {STINGY_TAU:g} for a released teacher)",
-                  range="(0, inf)")
+    return Option("tau", f"{help} (default: the papers' for the dataset, {RELEASED_TAU['tau']:g} for a released "
+                  "teacher)", default=4.0, range="(0, inf)")
 
 
 register(Method("scratch", "attack", "labels only (CE)", loss=ce))
@@ -68,7 +72,8 @@ def htc(logits, y, teacher_logits, epoch=0, *, alpha, tau, multiplier, no_labels
 register(Method(
     "kd", "attack", "alpha tau^2 KL(p_tau(teacher) || p_tau(student)) + (1 - alpha) CE",
     "Distilling the Knowledge in a Neural Network (Hinton et al., 2015)",
-    options=(ALPHA, kd_tau("temperature"), NO_LABELS, TEACHER), loss=kd, frozen="teacher", defaults=kd_defaults))
+    options=(ALPHA, kd_tau("temperature"), NO_LABELS, TEACHER), loss=kd, queries="teacher", per_dataset=KD_TAU,
+    for_released=RELEASED_TAU, search=TAU_SEARCH))
 
 register(Method(
     "htc", "attack", "high temperature composition: alpha m KL(p_tau(teacher) || p_1(student)) + (1 - alpha) CE",
@@ -76,17 +81,17 @@ register(Method(
     options=(ALPHA, Option("tau", "the teacher's temperature (its Fig. 4: 50)", default=50.0, range="(0, inf)"),
              Option("multiplier", "weight m of the KL term (its Fig. 4: 50)", default=50.0, range="(0, inf)"),
              NO_LABELS, TEACHER),
-    loss=htc, frozen="teacher"))
+    loss=htc, queries="teacher", search=JANDIAL_SEARCH))
 
 register(Method(
     "scm", "attack", "sequence of contrastive models: alpha m KL(p_tau(ensemble) || p_tau(student)) + (1 - alpha) CE, "
     "the ensemble the mean logits of several --teacher (recipes/scm_sequence.sh builds them)",
     "Distilling the Undistillable: Learning from a Nasty Teacher (Jandial et al., ECCV 2022), eq. 11",
     options=(ALPHA, kd_tau("temperature"),
-             Option("multiplier", "weight m of the KL term (default tau^2: one teacher gives KD)",
-                    default=lambda s: s["tau"] ** 2, range="(0, inf)"),
+             Option("multiplier", "weight m of the KL term (its search: 1, 5, 10, 50)", default=50.0,
+                    range="(0, inf)"),
              NO_LABELS, TEACHER),
-    loss=scm, frozen="teacher", defaults=kd_defaults))
+    loss=scm, queries="teacher", per_dataset=KD_TAU, for_released=RELEASED_TAU, search=JANDIAL_SEARCH))
 
 
 def dkd_terms(logits, teacher_logits, y, tau):
@@ -128,7 +133,7 @@ register(Method(
              Option("tau", "temperature (its CIFAR setting)", default=4.0, range="(0, inf)"),
              Option("dkd_warmup", "epochs over which the KD terms ramp up", type=int, default=20, range="[0, inf)"),
              TEACHER),
-    loss=dkd, frozen="teacher"))
+    loss=dkd, queries="teacher"))
 
 
 def skeptical(heads, y, teacher_logits, epoch=0, *, alpha, tau, kd_head, kd_delay):
@@ -160,4 +165,28 @@ register(Method(
                     "3 after stage 1)", type=int, default=1, choices=(0, 1, 2, 3)),
              Option("kd_delay", "epochs of final-head CE before distilling", type=int, default=0, range="[0, inf)"),
              TEACHER),
-    loss=skeptical, frozen="teacher", heads="skeptical", defaults=kd_defaults))
+    loss=skeptical, queries="teacher", heads="skeptical", per_dataset=KD_TAU, for_released=RELEASED_TAU))
+
+
+class Decoded(Supervised):
+    """KD from a release's answers read as an attacker who knows the release reads them (its `decode`)."""
+
+    def __init__(self, run, loss):
+        super().__init__(run, loss)
+        checkpoints = run.queried.checkpoints
+        self.decode = release_decoder(checkpoints[0].get("release")) if len(checkpoints) == 1 else None
+        if self.decode is None:
+            raise UserError(f"--attack adaptive reads a release's answers through its decoding: {run.queried.paths[0]}"
+                            " is not a single release that has one (topk, rounded, label, reverse-sigmoid, noise); "
+                            "use --attack kd")
+
+    def reference(self, x):
+        return self.decode(query(self.frozen[0], x))
+
+
+register(Method(
+    "adaptive", "attack", "KD on a release's answers decoded by an attacker who knows the release (top-k and "
+    "rounded completed, a perturbed or label-only answer read as its smoothed label)",
+    "the adaptive attacker of model-stealing defenses (Orekondy et al., Prediction Poisoning, ICLR 2020)",
+    options=(ALPHA, kd_tau("temperature"), NO_LABELS, TEACHER), loss=kd, task=Decoded, queries="teacher",
+    per_dataset=KD_TAU, for_released=RELEASED_TAU, search=TAU_SEARCH))

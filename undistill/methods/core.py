@@ -1,26 +1,27 @@
 """What a method is, and the contract between a method and the training loop.
 
-A method (a teacher defense or a student attack) is one `Method`: its loss, its options with their per-dataset
-defaults, the frozen model it queries, what it may read of that model (`access`), and the `Task` that runs it:
-which models it holds frozen, what else trains beside the model (with its optimizer), where each epoch's batches
-come from, and what one step's loss and loss terms are. `methods.register` checks a definition once, at import.
+A method (a teacher defense or a student attack: its `kind`) is one `Method`: its loss, its options with their
+per-dataset defaults, the option naming the frozen model it queries, what it may read of that model (`access`), and
+the `Task` that runs it: which models it holds frozen, what else trains beside the model (with its optimizer), where
+each epoch's batches come from, and what one step's loss and loss terms are. A release of a trained teacher is a
+method too, its definition carrying the logit transform. `methods.register` checks a definition once, at import.
 
 The loop (engine.fit) sees only the `Task` protocol below: no method names, no attribute probing.
 """
 import functools
 import inspect
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import UserError, checkpoint, models
+from .. import UserError
 from ..options import Option
 
-ROLES = {"defense": "teacher", "attack": "student"}  # a method's role, and the role of the model it trains
+KINDS = {"defense": "teacher", "attack": "student"}  # a method's kind, and the role of the model it trains
 
 
 @dataclass
@@ -77,43 +78,18 @@ class Task(Protocol):
 
 
 @dataclass
-class Frozen:
-    """The frozen model(s) an option names (--teacher, --adversary, --from), loaded as the released black boxes
-    their checkpoints describe; several --teacher answer as one, the mean of their logits."""
-    option: Option
-    paths: list
-    model: nn.Module
-    checkpoints: list
-
-    @property
-    def released(self):
-        return any(c.get("release") for c in self.checkpoints)
-
-    def check_compatible(self, info):
-        for path, ckpt in zip(self.paths, self.checkpoints):
-            checkpoint.check_compatible(ckpt, info, f"{self.option.flag_name} {path}")
-
-    def settings(self):
-        """How the run names them in its settings: the path, or for several the paths and the ensemble's size."""
-        paths = [str(p) for p in self.paths]
-        if len(paths) == 1:
-            return {self.option.name: paths[0]}
-        return {self.option.name: paths, "ensemble": len(paths)}
-
-
-@dataclass
 class Run:
-    """What a task is built from: the method, the loaded data, the process context, the resolved options and the
-    frozen model (or None)."""
+    """What a task is built from: the method, the loaded data (datasets.DataInfo), the process context
+    (distributed.Context), the resolved options and the frozen model it queries (teachers.Queried, or None)."""
     method: "Method"
     info: Any
     ctx: Any
     config: Any
-    frozen: Frozen | None = None
+    queried: Any = None
 
     @property
-    def batch_per_rank(self):
-        return max(1, self.config.batch_size // self.ctx.world_size)
+    def batch_per_rank(self) -> int:
+        return self.ctx.per_rank(self.config.batch_size)
 
 
 def query(model, x):
@@ -136,7 +112,7 @@ class Supervised(Task):
 
     def __init__(self, run, loss):
         self.loss, self.heads = loss, run.method.heads is not None
-        self.frozen = [run.frozen.model] if run.frozen is not None else []
+        self.frozen = [run.queried.model] if run.queried is not None else []
 
     def reference(self, x):
         return query(self.frozen[0], x) if self.frozen else None
@@ -151,104 +127,167 @@ class Supervised(Task):
         return Step(loss, terms, outputs[0] if self.heads else outputs, y)
 
 
-def default_paper_values(method, record, released):
-    """The dataset record's settings for the method, under its name (record.papers)."""
-    return record.papers.get(method.name, {})
-
-
 @dataclass(frozen=True)
 class Method:
-    """One defense or attack. `loss`, `task` (a Task class, built as task(run, bound loss, **settings)) and
-    `release` take their settings as keyword-only arguments, each one an `Option` of `options`; `register`
-    checks that. `frozen` names the option whose checkpoint(s) the method queries, `release` (defenses only)
-    makes it a release of a trained teacher instead of a training (stingy), `heads` gives the trained network
-    auxiliary heads, `defaults(method, record, released)` the per-dataset values of unset options."""
+    """One defense or attack (`kind`). `loss`, `task` (a Task class, built as task(run, bound loss, **settings))
+    and `release` take their settings as keyword-only arguments, each one an `Option` of `options`; `register`
+    checks that.
+
+    `queries` names the option whose checkpoint(s) the method queries (frozen). `release` (defenses only) makes it
+    a release of a trained teacher instead of a training: the logit transform `release(z, **settings)` every
+    answer of the released model goes through; `decode(answers, **settings)` is how an attacker who knows the
+    release reads them (the adaptive attack). `heads` gives the trained network auxiliary heads. `per_dataset`
+    holds the papers' values of unset options per dataset name (they may set the student's schedule too: epochs,
+    lr, ...), `for_released` the values that replace them when the queried teacher is a release. `search` is the
+    grid of settings an attacker searches (option -> values, as its paper did), one chosen per seed on a
+    validation split (the audit, the recipes). `smoke` is what a tiny run of it adds to its command line (the
+    recipes' smoke mode, the GPU check)."""
     name: str
-    role: str
+    kind: str
     summary: str
     paper: str = ""
-    options: tuple = ()
+    options: tuple[Option, ...] = ()
     loss: Callable | None = None
     task: type = Supervised
-    frozen: str | None = None
+    queries: str | None = None
     access: str = "black-box"
     heads: str | None = None
     release: Callable | None = None
-    defaults: Callable = default_paper_values
+    decode: Callable | None = None
+    per_dataset: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    for_released: Mapping[str, Any] = field(default_factory=dict)
+    search: Mapping[str, tuple] = field(default_factory=dict)
+    smoke: tuple[str, ...] = ()
 
     @property
-    def data_free(self):
+    def data_free(self) -> bool:
         return not self.task.uses_training_split
 
-    def option(self, name):
+    @property
+    def role(self) -> str:
+        """The role of the model it trains: teacher or student (a checkpoint's `role`)."""
+        return KINDS[self.kind]
+
+    def option(self, name: str) -> Option:
         return next(o for o in self.options if o.name == name)
 
-    def siblings(self):
-        """Every registered method of the same role (their options share the command line)."""
-        return list(REGISTRY[self.role].values())
+    def siblings(self) -> list["Method"]:
+        """Every registered method of the same kind (their options share the command line)."""
+        return list(REGISTRY[self.kind].values())
 
-    def paper_values(self, record, released):
-        return self.defaults(self, record, released)
+    def defaults(self, dataset: str, released: bool = False) -> dict[str, Any]:
+        """The values unset options take on `dataset`: the papers' for it, those for a released teacher over them."""
+        return {**self.per_dataset.get(dataset, {}), **(self.for_released if released else {})}
 
-    def bind(self, fn, settings):
+    def default(self, name: str, dataset: str, released: bool = False) -> Any:
+        """The value option `name` takes when it is not given: the dataset's, else the option's own default."""
+        value = self.defaults(dataset, released).get(name)
+        return self.option(name).default if value is None else value
+
+    def bind(self, fn: Callable, settings: Mapping[str, Any]) -> Callable:
         return functools.partial(fn, **{k: settings[k] for k in keyword_settings(fn)})
 
-    def build(self, settings, info, ctx, config, frozen=None):
+    def build(self, settings: Mapping[str, Any], run: Run) -> Task:
         """The run's Task, its loss and task given their settings."""
         loss = self.bind(self.loss, settings) if self.loss is not None else None
-        return self.bind(self.task, settings)(Run(self, info, ctx, config, frozen), loss)
+        return self.bind(self.task, settings)(run, loss)
 
-    def load_frozen(self, args):
-        """The frozen model(s) its `frozen` option names, on the CPU, or None for a method that queries none."""
-        if self.frozen is None:
-            return None
-        option = self.option(self.frozen)
-        value = getattr(args, option.name, None)
-        if not value:
-            raise UserError(f"--{self.role} {self.name} needs {option.flag_name} CKPT ({option.help})")
-        paths = [Path(p) for p in (value if isinstance(value, list) else [value])]
-        loaded = [checkpoint.load_classifier(p) for p in paths]
-        members = [model for model, _ in loaded]
-        return Frozen(option, paths, members[0] if len(members) == 1 else models.Ensemble(members),
-                      [ckpt for _, ckpt in loaded])
+    def search_runs(self, fixed: Iterable[str] = ()) -> list[tuple[str, tuple[str, ...]]]:
+        """Its search as runs: (name, command-line options) per combination of the `search` values, in order, the
+        options named in `fixed` left out (a run that sets them itself); [("", ())] when nothing is searched."""
+        keys = [k for k in self.search if k not in set(fixed)]
+        if not keys:
+            return [("", ())]
+        return [("-".join(f"{k}{v:g}" for k, v in zip(keys, values)),
+                 tuple(part for k, v in zip(keys, values) for part in (self.option(k).flag_name, f"{v:g}")))
+                for values in itertools.product(*(self.search[k] for k in keys))]
 
-
-REGISTRY = {role: {} for role in ROLES}  # role -> name -> Method, in registration order
+    def release_entry(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """What a released checkpoint records of its release (`release`): the name and the transform's settings."""
+        return {"name": self.name, **{k: settings[k] for k in keyword_settings(self.release)}}
 
 
-def register(method):
-    """Add a method to its role's registry, once its definition is checked: every keyword-only setting of its
-    loss, task and release has an Option, its frozen option exists, and an option it shares with another method
-    of its role is read the same way from the command line. A broken definition fails at import."""
-    where = f"{method.role} {method.name!r}"
-    if method.role not in ROLES:
-        raise TypeError(f"{where}: role must be one of {sorted(ROLES)}")
-    if method.name in REGISTRY[method.role]:
+REGISTRY: dict[str, dict[str, Method]] = {kind: {} for kind in KINDS}  # kind -> name -> Method, in order
+
+
+def register(method: Method) -> Method:
+    """Add a method to its kind's registry, once its definition is checked: every keyword-only setting of its
+    loss, task and release has an Option, its queried option exists, its per-dataset values name its options (or
+    the schedule's), a release is a defense's, and an option it shares with another method of its kind is read the
+    same way from the command line. A broken definition fails at import."""
+    where = f"{method.kind} {method.name!r}"
+    if method.kind not in KINDS:
+        raise TypeError(f"{where}: kind must be one of {sorted(KINDS)}")
+    if method.name in REGISTRY[method.kind]:
         raise TypeError(f"{where} is already registered")
     if method.access not in ("black-box", "white-box"):
         raise TypeError(f"{where}: access must be black-box or white-box, not {method.access!r}")
     names = {o.name for o in method.options}
-    for fn in (method.loss, method.task, method.release):
+    for fn in (method.loss, method.task, method.release, method.decode):
         missing = [s for s in keyword_settings(fn) if s not in names] if fn is not None else []
         if missing:
             raise TypeError(f"{where}: {fn.__name__} takes {', '.join(missing)}, which no Option declares")
-    if method.frozen is not None and method.frozen not in names:
-        raise TypeError(f"{where}: frozen={method.frozen!r} is not one of its options")
+    if method.queries is not None and method.queries not in names:
+        raise TypeError(f"{where}: queries={method.queries!r} is not one of its options")
     if (method.loss is None) == (method.release is None):
-        raise TypeError(f"{where}: give it a loss, or (a release of a trained teacher) a release function")
-    for other in REGISTRY[method.role].values():
+        raise TypeError(f"{where}: give it a loss, or (a release of a trained teacher) a release transform")
+    if method.release is not None and (method.kind != "defense" or method.queries is None):
+        raise TypeError(f"{where}: a release is a defense that queries the trained teacher it releases")
+    if method.decode is not None and method.release is None:
+        raise TypeError(f"{where}: only a release decodes its answers")
+    for dataset, values in [*method.per_dataset.items(), ("a released teacher", method.for_released),
+                            ("its search", method.search)]:
+        unknown = sorted(set(values) - names - SCHEDULE)
+        if unknown:
+            raise TypeError(f"{where}: its values for {dataset} name {', '.join(unknown)}, which is neither one of "
+                            "its options nor a schedule option")
+    for other in REGISTRY[method.kind].values():
         for mine in method.options:
             for theirs in other.options:
                 if mine.name == theirs.name and mine.argparse_kwargs() != theirs.argparse_kwargs():
                     raise TypeError(f"{where}: option {mine.name} is read differently by {other.name}")
-    REGISTRY[method.role][method.name] = method
+    REGISTRY[method.kind][method.name] = method
     return method
 
 
-def get(role, name):
-    if name not in REGISTRY[role]:
-        raise UserError(f"unknown --{role} {name!r}: choose one of {', '.join(REGISTRY[role])}")
-    return REGISTRY[role][name]
+# What a method's per-dataset values may set besides its options: the student's schedule (DAFL trains on its own)
+SCHEDULE = {"epochs", "batch_size", "opt", "lr", "milestones", "gamma", "wd"}
+
+
+def get(kind: str, name: str) -> Method:
+    if name not in REGISTRY[kind]:
+        raise UserError(f"unknown --{kind} {name!r}: choose one of {', '.join(REGISTRY[kind])}")
+    return REGISTRY[kind][name]
+
+
+def release_transform(entry: Mapping[str, Any] | None, num_classes: int, where: str) -> Callable | None:
+    """The logit transform a checkpoint's `release` entry names (None: the full logits), once the entry is checked
+    as an untrusted file's claim: a registered release, exactly its settings, each of the option's type and in its
+    range, and a transform that takes `num_classes` logits (one probe row)."""
+    if entry is None:
+        return None
+    method = REGISTRY["defense"].get(entry.get("name")) if isinstance(entry, Mapping) else None
+    if method is None or method.release is None:
+        raise UserError(f"{where} names an unknown release {entry!r}: releases are "
+                        f"{', '.join(m.name for m in REGISTRY['defense'].values() if m.release)}")
+    settings = {k: v for k, v in entry.items() if k != "name"}
+    if set(settings) != set(keyword_settings(method.release)):
+        raise UserError(f"{where}: its {method.name} release has the settings {sorted(settings)}, not "
+                        f"{sorted(keyword_settings(method.release))}: write it again with train_teacher.py")
+    for name, value in settings.items():
+        method.option(name).check(value, f"{where}'s {method.name} release", strict=True)
+    transform = functools.partial(method.release, **settings)
+    transform(torch.zeros(1, num_classes))  # a setting that does not fit the classes fails here, with its reason
+    return transform
+
+
+def release_decoder(entry: Mapping[str, Any] | None) -> Callable | None:
+    """How an attacker who knows the release a checkpoint's (checked) `release` entry names reads its answers: the
+    release's decode with the entry's settings, or None where it has none (the full logits, stingy)."""
+    method = REGISTRY["defense"][entry["name"]] if entry else None
+    if method is None or method.decode is None:
+        return None
+    return functools.partial(method.decode, **{k: entry[k] for k in keyword_settings(method.decode)})
 
 
 def keyword_settings(fn):

@@ -44,9 +44,9 @@ class Pixels(nn.Module):
 
 
 def only_teacher(run, name):
-    if len(run.frozen.paths) > 1:
+    if len(run.queried.paths) > 1:
         raise UserError(f"--attack {name} inverts one teacher: pass a single --teacher")
-    return run.frozen.model
+    return run.queried.model
 
 
 # ---- DAFL
@@ -127,6 +127,13 @@ class GeneratorTask(Task):
         self.optimizer.load_state_dict(state["optimizer"])
 
 
+# DAFL (Chen et al., ICCV 2019), the authors' code: loss weights, generator and student settings. Its student
+# trains 2000 epochs of 120 steps, batch 1024, SGD lr 0.1 decayed x0.1 at epochs 800 and 1600 (MNIST: Adam 2e-3).
+DAFL_CIFAR10 = dict(w_one_hot=0.05, w_activation=0.01, w_entropy=5.0, latent_dim=1000, lr_generator=0.02,
+                    epochs=2000, batch_size=1024, opt="sgd", lr=0.1, milestones="800,1600", gamma=0.1)
+DAFL_CIFAR100 = dict(DAFL_CIFAR10, w_one_hot=0.5, w_activation=0.1, w_entropy=20.0)
+
+
 def student_tau(default, source):
     return Option("tau", f"temperature of the student's KL to the teacher ({source})", default=default,
                   range="(0, inf)")
@@ -136,17 +143,30 @@ register(Method(
     "dafl", "attack", "white-box, data-free: a generator trained against the teacher (one-hot, activation and "
     "entropy losses) makes the images the student distills on",
     "Data-Free Learning of Student Networks (Chen et al., ICCV 2019)",
-    options=(Option("w_one_hot", "weight of the one-hot loss (default per dataset, the authors')", range="[0, inf)"),
-             Option("w_activation", "weight of the activation loss (default per dataset)", range="[0, inf)"),
-             Option("w_entropy", "weight of the information-entropy loss (default per dataset)", range="[0, inf)"),
+    options=(Option("w_one_hot", "weight of the one-hot loss (default per dataset, the authors')", default=0.05,
+                    range="[0, inf)"),
+             Option("w_activation", "weight of the activation loss (default per dataset)", default=0.01,
+                    range="[0, inf)"),
+             Option("w_entropy", "weight of the information-entropy loss (default per dataset)", default=5.0,
+                    range="[0, inf)"),
              Option("latent_dim", "generator input size (default per dataset: 1000 CIFAR, 100 mnist5k)", type=int,
-                    range="[1, inf)"),
-             Option("lr_generator", "Adam lr of the generator (default per dataset: 0.02 CIFAR)", range="(0, inf)"),
+                    default=1000, range="[1, inf)"),
+             Option("lr_generator", "Adam lr of the generator (default per dataset: 0.02 CIFAR)", default=0.02,
+                    range="(0, inf)"),
              Option("steps_per_epoch", "generator and student steps per epoch", type=int, default=120,
                     range="[1, inf)"),
              student_tau(1.0, "the authors' code"),
              TEACHER),
-    loss=dafl, task=GeneratorTask, frozen="teacher", access="white-box"))
+    loss=dafl, task=GeneratorTask, queries="teacher", access="white-box",
+    per_dataset={
+        # DAFL's MNIST latent size and student (Adam 2e-3), but its CIFAR-10 loss weights and generator lr: with its
+        # MNIST ones (1 / 0.1 / 5, lr 0.2) the generator collapses to one class here within an epoch
+        # (recipes/results/datafree.md)
+        "mnist5k": dict(w_one_hot=0.05, w_activation=0.01, w_entropy=5.0, latent_dim=100, lr_generator=0.02,
+                        batch_size=512, lr=2e-3, opt="adam"),
+        "cifar10": DAFL_CIFAR10, "cifar100": DAFL_CIFAR100,
+        "tinyimagenet": DAFL_CIFAR100, "imagenet": DAFL_CIFAR100},  # no paper runs DAFL there: CIFAR-100's
+    smoke=("--steps-per-epoch", "2")))
 
 
 # ---- DeepInversion
@@ -285,9 +305,14 @@ register(Method(
              Option("di_flip", "also flip the images at random at each step (the authors' ImageNet setting)",
                     flag=True, default=False),
              Option("pool_batches", "batches in the pool at most (default: about the size of the dataset's "
-                    "training split)", type=int, range="[1, inf)"),
+                    "training split)", type=int, default=196, range="[1, inf)"),
              Option("batches_per_epoch", "batches each rank inverts per epoch, until the pool is full", type=int,
                     default=2, range="[1, inf)"),
              student_tau(3.0, "the temperature the authors' code compares teacher and student at"),
              TEACHER),
-    loss=deepinversion, task=InversionTask, frozen="teacher", access="white-box"))
+    loss=deepinversion, task=InversionTask, queries="teacher", access="white-box",
+    # a pool of about as many inverted images as the training split holds, in batches of 256
+    per_dataset={name: dict(pool_batches=math.ceil(images / 256)) for name, images in (
+        ("mnist5k", 4_000), ("cifar10", 50_000), ("cifar100", 50_000), ("tinyimagenet", 100_000),
+        ("imagenet", 1_281_167))},
+    smoke=("--di-batch", "4", "--di-iterations", "2", "--pool-batches", "1", "--batches-per-epoch", "1")))

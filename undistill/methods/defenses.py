@@ -33,8 +33,8 @@ class AgainstAdversary(Supervised):
     """A nasty teacher's run: the adversary must answer with all its logits."""
 
     def __init__(self, run, loss):
-        if run.frozen.released:  # its -inf logits make the KL to it infinite
-            ckpt = next(c for c in run.frozen.checkpoints if c.get("release"))
+        if run.queried.released:  # its -inf logits make the KL to it infinite
+            ckpt = next(c for c in run.queried.checkpoints if c.get("release"))
             raise UserError(f"the adversary is a {ckpt['release']['name']} release, whose sparse logits give an "
                             f"infinite KL: pass the teacher it wraps ({ckpt['settings'].get('from')}) as --adversary")
         super().__init__(run, loss)
@@ -44,9 +44,17 @@ register(Method(
     "nasty", "defense", "self-undermining KD: CE - omega tau^2 KL(p_tau(model) || p_tau(adversary)), from scratch",
     "Undistillable: Making a Nasty Teacher That CANNOT Teach Students (Ma et al., ICLR 2021)",
     options=(Option("adversary", "checkpoint of the normally trained (ce) adversary", type=Path),
-             Option("omega", "weight of the KL term (default per dataset, the papers')", range="(0, inf)"),
-             Option("tau", "temperature tau_A (default per dataset, the papers')", range="(0, inf)")),
-    loss=nasty, task=AgainstAdversary, frozen="adversary"))
+             Option("omega", "weight of the KL term (default per dataset, the papers')", default=0.04,
+                    range="(0, inf)"),
+             Option("tau", "temperature tau_A (default per dataset, the papers')", default=4.0, range="(0, inf)")),
+    loss=nasty, task=AgainstAdversary, queries="adversary",
+    # the papers' tau_A and omega (no paper trains one on ImageNet: CIFAR-100's)
+    per_dataset={"mnist5k": dict(tau=4.0, omega=0.04), "cifar10": dict(tau=4.0, omega=0.04),
+                 "cifar100": dict(tau=20.0, omega=0.005), "tinyimagenet": dict(tau=20.0, omega=0.01),
+                 "imagenet": dict(tau=20.0, omega=0.005)},
+    # a 2-step adversary's eval-mode logits are huge, and the unbounded -KL step would leave a deep nasty teacher
+    # (ResNet-34) with non-finite outputs, which a student distilled from it then stops on
+    smoke=("--grad-clip", "1")))
 
 
 def cmim(logits, y, centroids, epoch=0, *, cmi_weight, temperatures, cmi_agg):
@@ -160,32 +168,23 @@ register(Method(
 
 FROM = Option("from", "checkpoint of the trained teacher to release", type=Path)
 
-
-def stingy(num_classes, *, ratio, variant):
-    """The release of a trained teacher that keeps k = floor(r K) logits per sample (releases.py)."""
-    return {"name": "stingy", "variant": variant, "ratio": ratio, "k": releases.stingy_k(ratio, num_classes)}
-
+# The releases of a trained teacher: each definition carries its logit transform (releases.py), whose settings are
+# its options; a released checkpoint records the name and those settings, and answers through the transform.
 
 register(Method(
     "stingy", "defense", "no training: releases a trained teacher whose outputs keep only the top k = floor(r K) "
     "logits", "Stingy Teacher: Sparse Logits Suffice to Fail Knowledge Distillation (Ma et al.)",
     options=(FROM,
              Option("ratio", "keep k = floor(ratio * classes) logits per sample (default per dataset, the "
-                    "papers')", range="(0, 1]"),
+                    "papers')", default=0.1, range="(0, 1]"),
              Option("variant", "top (the paper's), smooth, reverse, least (its ablations)", type=str,
                     default="top", choices=tuple(releases.STINGY_VARIANTS))),
-    release=stingy, frozen="from"))
+    release=releases.stingy, queries="from",
+    per_dataset={"mnist5k": dict(ratio=0.2), "cifar10": dict(ratio=0.2), "cifar100": dict(ratio=0.1),
+                 "tinyimagenet": dict(ratio=0.1), "imagenet": dict(ratio=0.1)}))
 
-
-# The prediction-API releases (releases.API_RELEASES): each entry is the name and the transform's settings; the
-# students see log p' of the probabilities p' the API would return (-inf where p' = 0).
-
-def topk(num_classes, *, k):
-    """The top-k probabilities of the softmax, not renormalized."""
-    if k > num_classes:
-        raise UserError(f"--k {k}: the teacher has only {num_classes} classes")
-    return {"name": "topk", "k": k}
-
+# The prediction-API releases: the students see log p' of the probabilities p' the API would return (-inf where
+# p' = 0).
 
 register(Method(
     "topk", "defense", "no training: releases a trained teacher as an API that returns its k largest "
@@ -193,13 +192,7 @@ register(Method(
     "(Orekondy et al., CVPR 2019)",
     options=(FROM, Option("k", "probabilities returned per sample (at most the classes)", type=int, default=5,
                           range="[1, inf)")),
-    release=topk, frozen="from"))
-
-
-def rounded(num_classes, *, decimals):
-    """Every probability rounded to `decimals` decimals."""
-    return {"name": "rounded", "decimals": decimals}
-
+    release=releases.topk, decode=releases.complete_topk, queries="from"))
 
 register(Method(
     "rounded", "defense", "no training: releases a trained teacher as an API that returns its probabilities "
@@ -208,24 +201,12 @@ register(Method(
     # 3: the default of ART's Rounded; past 15 decimals float64 has nothing left to round
     options=(FROM, Option("decimals", "decimals kept (0 answers the label alone)",
                           type=int, default=3, range="[0, 15]")),
-    release=rounded, frozen="from"))
-
-
-def label(num_classes):
-    """The argmax alone."""
-    return {"name": "label"}
-
+    release=releases.rounded, decode=releases.complete_rounded, queries="from"))
 
 register(Method(
     "label", "defense", "no training: releases a trained teacher as an API that returns its label only",
     "class labels only, Stealing Machine Learning Models via Prediction APIs (Tramèr et al., USENIX Security 2016)",
-    options=(FROM,), release=label, frozen="from"))
-
-
-def reverse_sigmoid(num_classes, *, rs_beta, rs_gamma):
-    """Lee et al.'s perturbation of the probabilities."""
-    return {"name": "reverse-sigmoid", "beta": rs_beta, "gamma": rs_gamma}
-
+    options=(FROM,), release=releases.label, decode=releases.smoothed_label, queries="from"))
 
 register(Method(
     "reverse-sigmoid", "defense", "no training: releases a trained teacher whose probabilities p become "
@@ -235,13 +216,7 @@ register(Method(
     # ART's ReverseSigmoid defaults; --gamma is the learning-rate factor, hence the prefix
     options=(FROM, Option("rs_beta", "beta, the perturbation's magnitude", default=1.0, range="(0, inf)"),
              Option("rs_gamma", "gamma, its convergence", default=0.1, range="(0, inf)")),
-    release=reverse_sigmoid, frozen="from"))
-
-
-def noise(num_classes, *, sigma, noise_seed):
-    """Gaussian noise on the probabilities, the same for the same input."""
-    return {"name": "noise", "sigma": sigma, "noise_seed": noise_seed}
-
+    release=releases.reverse_sigmoid, decode=releases.smoothed_label, queries="from"))
 
 register(Method(
     "noise", "defense", "no training: releases a trained teacher whose probabilities get Gaussian noise "
@@ -250,4 +225,4 @@ register(Method(
     options=(FROM, Option("sigma", "standard deviation of the noise", default=0.2, range="(0, inf)"),
              Option("noise_seed", "seed of the noise (the same seed, the same answers)", type=int, default=0,
                     range=f"[0, {releases.MASK32}]")),
-    release=noise, frozen="from"))
+    release=releases.noise, decode=releases.smoothed_label, queries="from"))
