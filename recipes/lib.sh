@@ -10,6 +10,8 @@
 #                                 unfinished ones resumed), then forgets them
 #   table LAYOUT.toml             writes $OUT/<layout name>.md and .json: the paper's table, ours beside its numbers
 #   evaluate OPTIONS...           python -m undistill.evaluate OPTIONS (a measure of trained checkpoints)
+#   figure curve|history LAYOUT.toml   $OUT/<layout name>.png: the layout's runs as the paper's line plot
+#   figure responses NAME OPTIONS...   $OUT/NAME.png: trained models' softmax outputs (undistill.recipe_figures)
 # One Python process, started here, does the work of these words (undistill.recipe serve): torch is imported once
 # per recipe, not once per stage.
 #
@@ -36,8 +38,9 @@ LAYOUTS=recipes/$(dirname "$RECIPE")
 
 _cells=$(mktemp)
 trap 'rm -f "$_cells"' EXIT
-_run=(--out "$OUT" --seeds "$SEEDS")
-[[ $SMOKE == 1 ]] && _run+=(--smoke)
+_smoke=()
+[[ $SMOKE == 1 ]] && _smoke=(--smoke)
+_run=(--out "$OUT" --seeds "$SEEDS" "${_smoke[@]}")
 [[ -n ${DEVICE:-} ]] && _run+=(--device "$DEVICE")
 case $LAUNCH in
     local) _run+=(--jobs "${JOBS:-1}") ;;
@@ -79,4 +82,12 @@ table() {
 
 evaluate() {
     _ask evaluate "$@"
+}
+
+figure() {
+    case $1 in
+        curve|history) _ask recipe_figures "$1" "$LAYOUTS/$2" --out "$OUT" --seeds "$SEEDS" ;;
+        responses) _ask recipe_figures "$@" --out "$OUT" --seeds "$SEEDS" "${_smoke[@]}" ;;
+        *) echo "error: figure $1 (choose curve, history or responses)" >&2; return 2 ;;
+    esac
 }

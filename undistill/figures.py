@@ -7,6 +7,7 @@ Pure functions, each drawing one PNG from plain inputs (tensors, lists, dicts) a
     responses          softmax_tau outputs of several models on a few images (Nasty Teacher Fig. 1)
     tsne               t-SNE of the models' outputs, coloured by class
     reliability        reliability diagrams with the ECE of each model
+    curves             a paper's ablation: accuracy against a setting (or the epoch), ours beside the paper's
 
 Figures are built on matplotlib's object API and rendered by the Agg canvas, never through pyplot: no display is
 needed, the process-wide backend and pyplot's figure registry stay untouched for the caller, and a figure is freed
@@ -96,6 +97,14 @@ def _save(fig, path):
 
 
 # ---- the figures ----
+
+def spread(labels, num_classes, n=4):
+    """The indices of the first sample of `n` classes spread over the label range: the images a responses figure
+    shows."""
+    labels = torch.as_tensor(labels)
+    return [int((labels == c).nonzero()[0]) for c in torch.linspace(0, num_classes - 1, n).round().long()
+            if (labels == c).any()]
+
 
 def temperature_curve(path, temperatures, curves, ls_band, scratch=None, title=""):
     """Student top-1 accuracy (%) against the attacker's KD temperature, one line per release.
@@ -391,4 +400,52 @@ def reliability(path, panels, bins=15):
         ax.set_title(f"{name}\nECE {ece_from_bins(sums):.3f}, n = {len(y)}", fontsize=9)
     # Under the panels: inside one it would cover the bars of low-confidence bins.
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def curves(path, panels, x, xlabel, ylabel="student top-1 accuracy (%)", title="", log=False):
+    """A paper's line plot drawn with our numbers: one panel per name, one line per row, against `x`.
+
+    `panels`: [(panel name, [(label, ours, paper)])]; `ours`: one (mean, std or None) or None (not run: a gap) per
+    x; `paper`: the paper's number per x (None where it gives none), drawn dashed in the line's colour with
+    crosses. `x`: the numbers on the axis (the setting, the epoch); `log`: a log axis labelled with them. The PNG is
+    (4.5 per panel + 1) x 5 inches at 120 dpi (660 x 600 pixels for one panel), the legend under the panels.
+    """
+    panels = _nonempty(panels, "panels")
+    xs = [float(v) for v in x]
+    if not xs or (log and min(xs) <= 0):
+        raise ValueError(f"x must be numbers (positive on a log axis), got {list(x)}")
+    for name, lines in panels:
+        for label, ours, paper in lines:
+            if len(ours) != len(xs) or len(paper) != len(xs):
+                raise ValueError(f"panel {name!r}, line {label!r}: {len(ours)} of ours and {len(paper)} of the "
+                                 f"paper's for {len(xs)} x values: give one per x (None where there is none)")
+    fig = _figure(4.5 * len(panels) + 1, 5)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, lines) in zip(axes, panels):
+        for i, (label, ours, paper) in enumerate(lines):
+            means = [math.nan if o is None else float(o[0]) for o in ours]
+            stds = [math.nan if o is None or o[1] is None else float(o[1]) for o in ours]
+            many = len(xs) > 30  # an epoch axis: error bars on every point would hide the lines
+            ax.errorbar(xs, means, yerr=None if many else stds, color=f"C{i}", marker=None if many else "o", ms=4,
+                        capsize=3, lw=1.5, label=f"{label} (ours)")
+            if any(p is not None for p in paper):
+                ax.plot(xs, [math.nan if p is None else float(p) for p in paper], color=f"C{i}", ls="--",
+                        marker="x", ms=5, lw=1, label=f"{label} (paper)")
+        if log:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(NullLocator())  # a log axis would add unlabelled minor ticks
+        if log or len(xs) <= 30:  # the settings the paper varies, labelled as they are
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    legend = {}  # beside the panels, never over a curve; a line drawn in several panels named once
+    for ax in axes:
+        legend.update((label, handle) for handle, label in zip(*ax.get_legend_handles_labels()))
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(3, len(legend)), fontsize=8,
+               frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _save(fig, path)

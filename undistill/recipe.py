@@ -235,14 +235,19 @@ def searched(out, name, seeds):
     return found
 
 
+def run_name(row, column):
+    """The run directory (below OUT) of a row's entry in a column, the row's `keys` applied."""
+    return row["cells"].format(column=row.get("keys", {}).get(column, column))
+
+
 def entry(row, column, out, seeds, baseline, teacher=None):
     """One cell of the table: ours (mean, std, n) at the deciding epoch and the best epoch beside it, its difference
     to the baseline row, the paired interval to the LS students of the same seeds and its outcome (verdict.py; void
     where the teacher is not clearly above those LS students), and the settings a search chose. A row's `keys`
     read a column as another key in its templates, the baseline's included (a "Teacher Self" column: the row's
     teacher architecture)."""
-    column = row.get("keys", {}).get(column, column)
-    name = row["cells"].format(column=column)
+    name = run_name(row, column)
+    column = row.get("keys", {}).get(column, column)  # the LS and baseline templates read it the same way
     metric = row.get("metric", "last_acc")
     ours = seeded(out, name, seeds, metric)
     result = {"run": name, "metric": metric, "ours": stat(ours.values()), "best": None, "vs_baseline": None,
