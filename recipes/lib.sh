@@ -10,6 +10,7 @@
 #                                 unfinished ones resumed), then forgets them
 #   table LAYOUT.toml             writes $OUT/<layout name>.md and .json: the paper's table, ours beside its numbers
 #   evaluate OPTIONS...           python -m undistill.evaluate OPTIONS (a measure of trained checkpoints)
+#   $(arch NAME)                  the architecture a teacher named NAME trains as (see arch below)
 #   figure curve|history LAYOUT.toml   $OUT/<layout name>.png: the layout's runs as the paper's line plot
 #   figure responses NAME OPTIONS...   $OUT/NAME.png: trained models' softmax outputs (undistill.recipe_figures)
 # One Python process, started here, does the work of these words (undistill.recipe serve): torch is imported once
@@ -83,6 +84,10 @@ table() {
 evaluate() {
     _ask evaluate "$@"
 }
+
+# Two smoke steps leave a ResNet-50's BatchNorm statistics unsettled and its eval-mode logits overflow, so nasty
+# training against it diverges: smoke runs (SMOKE=1) train a ResNet-18 in its place, under the same names.
+arch() { if [[ $SMOKE == 1 && $1 == resnet50 ]]; then echo resnet18; else echo "$1"; fi; }
 
 figure() {
     case $1 in

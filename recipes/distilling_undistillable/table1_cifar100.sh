@@ -22,9 +22,6 @@ teachers=(resnet18)
 [[ $dataset == cifar10 ]] || teachers+=(resnet50)
 students=(mobilenetv2 shufflenetv2)
 [[ $dataset == tinyimagenet ]] || students=(cnn "${students[@]}")
-# Two smoke steps leave a ResNet-50's BatchNorm statistics unsettled and its eval-mode logits overflow, so nasty
-# training against it diverges: smoke runs (SMOKE=1) train a ResNet-18 in its place, under the same names.
-arch() { if [[ $SMOKE == 1 && $1 == resnet50 ]]; then echo resnet18; else echo "$1"; fi; }
 kd_tau() { if [[ $1 == cnn ]]; then echo 4; else echo 20; fi; }
 
 for t in "${teachers[@]}"; do
