@@ -409,7 +409,8 @@ def curves(path, panels, x, xlabel, ylabel="student top-1 accuracy (%)", title="
     `panels`: [(panel name, [(label, ours, paper)])]; `ours`: one (mean, std or None) or None (not run: a gap) per
     x; `paper`: the paper's number per x (None where it gives none), drawn dashed in the line's colour with
     crosses. `x`: the numbers on the axis (the setting, the epoch); `log`: a log axis labelled with them. The PNG is
-    (4.5 per panel + 1) x 5 inches at 120 dpi (660 x 600 pixels for one panel), the legend under the panels.
+    (4.5 per panel + 1, at least 9) x 5 inches at 120 dpi (1080 x 600 pixels for one or two panels), the legend
+    under the panels.
     """
     panels = _nonempty(panels, "panels")
     xs = [float(v) for v in x]
@@ -420,7 +421,7 @@ def curves(path, panels, x, xlabel, ylabel="student top-1 accuracy (%)", title="
             if len(ours) != len(xs) or len(paper) != len(xs):
                 raise ValueError(f"panel {name!r}, line {label!r}: {len(ours)} of ours and {len(paper)} of the "
                                  f"paper's for {len(xs)} x values: give one per x (None where there is none)")
-    fig = _figure(4.5 * len(panels) + 1, 5)
+    fig = _figure(max(4.5 * len(panels) + 1, 9), 5)  # the legend's three columns fit
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, lines) in zip(axes, panels):
         for i, (label, ours, paper) in enumerate(lines):

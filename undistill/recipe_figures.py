@@ -9,9 +9,9 @@ curve: a table's layout (recipes/README.md) drawn as the paper's ablation: the l
 its `[figure]` table's `x` (and `xlabel`, `log`), each row a line of our means (± std over the seeds) and the
 paper's numbers dashed where it gives them; rows with the same `panel` share a panel (its name, before a row's
 label, is left out of the legend). history: the test accuracy over the epochs (each run's metrics.jsonl), one panel
-per column of the layout, a line per row, mean over the seeds. responses: the softmax_tau outputs of the named models (OUT/RUN/s<first seed>/checkpoint.pt) on the first
-test image of four classes spread over the label range (figures.responses). Each writes OUT/<name>.png and, beside
-it, OUT/<name>.plot.json: the numbers it plots.
+per column of the layout, a line per row, mean over the seeds. responses: the softmax_tau outputs of the named
+models (OUT/RUN/s<first seed>/checkpoint.pt) on the first test image of four classes spread over the label range
+(figures.responses). Each writes OUT/<name>.png and, beside it, OUT/<name>.plot.json: the numbers it plots.
 """
 import argparse
 import statistics
