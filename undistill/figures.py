@@ -288,17 +288,18 @@ def responses(path, panels, class_names, tau, *, labels=None, images=None):
     return _save(fig, path)
 
 
-def tsne(path, panels, labels, seed=0, max_points=2000):
+def tsne(path, panels, labels, seed=0, max_points=2000, features=False):
     """Side-by-side 2-D t-SNE embeddings of several models' outputs on the same samples, coloured by class.
 
     `panels`: [(name, (n, K) logits or probabilities)]. Every panel is embedded as probabilities: a matrix whose
-    rows are already probabilities (entries in [0, 1], rows summing to 1) is used as it is, anything else is
-    taken as logits and mapped through softmax, which turns a -inf logit (a sparse release) into an exact 0, so a
-    dense teacher and its sparse release land in the same space. `labels`: the n classes. Beyond `max_points`
-    samples, the same `max_points` of them (drawn with `seed`) are embedded in every panel. The perplexity is 30,
-    lowered to (n - 1) / 3 for small n (t-SNE needs perplexity < n). Classes are named in a legend when there are
-    at most 10 of them, else coloured along a colour map. The PNG is (4 per panel) x 4.75 inches at 120 dpi
-    (480 pixels per panel by 570).
+    rows are already probabilities (entries in [0, 1], rows summing to 1) is used as it is, anything else is taken
+    as logits and mapped through softmax, which turns a -inf logit (a sparse release) into an exact 0, so a dense
+    teacher and its sparse release land in the same space. With `features`, the rows are a network's features
+    (before its last layer, as the papers plot them), embedded as they are. `labels`: the n classes. Beyond
+    `max_points` samples, the same `max_points` of them (drawn with `seed`) are embedded in every panel. The
+    perplexity is 30, lowered to (n - 1) / 3 for small n (t-SNE needs perplexity < n). Classes are named in a legend
+    when there are at most 10 of them, else coloured along a colour map. The PNG is (4 per panel) x 4.75 inches at
+    120 dpi (480 pixels per panel by 570).
     """
     # Imported here: they take seconds, and only this figure needs them.
     from sklearn.manifold import TSNE
@@ -325,13 +326,14 @@ def tsne(path, panels, labels, seed=0, max_points=2000):
         point_colours = [colours[c] for c in y.tolist()]
         scatter_kw = {"c": point_colours}
     else:
-        scatter_kw = {"c": y.numpy(), "cmap": "turbo", "vmin": 0, "vmax": k - 1}
+        scatter_kw = {"c": y.numpy(), "cmap": "turbo", "vmin": 0,
+                      "vmax": int(y.max()) if features else k - 1}  # features: k is their width, not the classes
     for ax, (name, x) in zip(axes, panels):
         x = x[keep]
         if torch.isnan(x).any() or torch.isposinf(x).any():
             raise ValueError(f"tsne: panel {name!r} has NaN or +inf entries: give finite logits (-inf allowed) or "
                              "probabilities")
-        probs = x if _is_probs(x) else torch.softmax(x, dim=1)
+        probs = x if features or _is_probs(x) else torch.softmax(x, dim=1)
         if torch.isnan(probs).any():
             raise ValueError(f"tsne: panel {name!r} has a row whose logits are all -inf")
         # One OpenMP thread: the same picture on every machine (no thread-dependent summation order), and no
@@ -345,7 +347,8 @@ def tsne(path, panels, labels, seed=0, max_points=2000):
         ax.set_yticks([])
         ax.set_aspect("equal", adjustable="datalim")
     colouring = f"colour: class ({len(classes)} classes)"
-    fig.suptitle(f"t-SNE of the softmax outputs: {m} samples, perplexity {perplexity:.3g}; {colouring}",
+    what = "features" if features else "softmax outputs"
+    fig.suptitle(f"t-SNE of the {what}: {m} samples, perplexity {perplexity:.3g}; {colouring}",
                  fontsize=10)
     if len(classes) <= LEGEND_CLASSES:
         handles = [Line2D([], [], ls="", marker="o", ms=6, color=colours[c]) for c in classes]

@@ -4,6 +4,7 @@
     python -m undistill.recipe_figures history LAYOUT.toml --out OUT --seeds 0,1,2
     python -m undistill.recipe_figures responses NAME --out OUT --seeds 0 --dataset cifar10 --tau 4 \\
         --model normal=teachers/ce --model nasty=teachers/nasty [--smoke]
+    python -m undistill.recipe_figures tsne NAME --out OUT --seeds 0 --dataset cifar10 --model ... [--smoke]
 
 curve: a table's layout (recipes/README.md) drawn as the paper's ablation: the layout's columns are the points of
 its `[figure]` table's `x` (and `xlabel`, `log`), each row a line of our means (± std over the seeds) and the
@@ -11,7 +12,9 @@ paper's numbers dashed where it gives them; rows with the same `panel` share a p
 label, is left out of the legend). history: the test accuracy over the epochs (each run's metrics.jsonl), one panel
 per column of the layout, a line per row, mean over the seeds. responses: the softmax_tau outputs of the named
 models (OUT/RUN/s<first seed>/checkpoint.pt) on the first test image of four classes spread over the label range
-(figures.responses). Each writes OUT/<name>.png and, beside it, OUT/<name>.plot.json: the numbers it plots.
+(figures.responses). tsne: the t-SNE of the named models' features before their last layer (or of their outputs) on
+the test split (figures.tsne, 2,000 of its images); a model RUN+RUN is an ensemble. Each writes OUT/<name>.png and,
+beside it, OUT/<name>.plot.json: the numbers it plots.
 """
 import argparse
 import statistics
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import UserError, checkpoint, datasets, distributed, figures, options, recipe, runs
+from . import UserError, checkpoint, datasets, distributed, figures, models, options, recipe, runs
 
 
 def paper_numbers(row, n):
@@ -72,32 +75,64 @@ def history(layout, args):
     return panels, list(range(1, longest + 1)), "epoch", False
 
 
+def test_split(args):
+    """The dataset's test split (the synthetic one of a smoke run) and its labels."""
+    info = datasets.load(args.dataset, recipe.data_dir(args.dataset, args.out, args.smoke), train=False)
+    return info, torch.cat([y for _, y in torch.utils.data.DataLoader(info.test, batch_size=256)])
+
+
+def trained(args):
+    """[(label, model)] of --model LABEL=RUN[+RUN...]: each run's checkpoint of the first seed, as released; several
+    runs joined by + answer as their ensemble (the mean of their logits, as SCM's students see them)."""
+    seed = options.parse_seeds(args.seeds, "SEEDS")[0]
+    found = []
+    for given in args.model:
+        label, _, joined = given.partition("=")
+        members = []
+        for run in joined.split("+"):
+            path = args.out / run / f"s{seed}" / "checkpoint.pt"
+            if not run or not path.is_file():
+                raise UserError(f"--model {given}: no checkpoint {path} (LABEL=RUN[+RUN...], runs of this recipe)")
+            members.append(checkpoint.load_classifier(path)[0])
+        found.append((label, members[0] if len(members) == 1 else models.Ensemble(members)))
+    return found
+
+
 def responses(args):
     """The figure of the named models' softmax_tau outputs; its plotted numbers."""
-    seed = options.parse_seeds(args.seeds, "SEEDS")[0]
-    info = datasets.load(args.dataset, recipe.data_dir(args.dataset, args.out, args.smoke), train=False)
-    loader = torch.utils.data.DataLoader(info.test, batch_size=256)
-    labels = torch.cat([y for _, y in loader])
+    info, labels = test_split(args)
     shown = figures.spread(labels, info.num_classes)
     images = torch.stack([info.test[i][0] for i in shown])
-    panels = []
-    for given in args.model:
-        label, _, run = given.partition("=")
-        path = args.out / run / f"s{seed}" / "checkpoint.pt"
-        if not run or not path.is_file():
-            raise UserError(f"--model {given}: no checkpoint {path} (LABEL=RUN, a run of this recipe)")
-        model, _ = checkpoint.load_classifier(path)
-        with torch.no_grad():
-            panels.append((label, torch.softmax(model(images) / args.tau, 1)))
+    with torch.no_grad():
+        panels = [(label, torch.softmax(model(images) / args.tau, 1)) for label, model in trained(args)]
     path = figures.responses(args.out / f"{args.name}.png", panels, None, args.tau, labels=labels[shown],
                              images=images)
     return path, {"tau": args.tau, "images": shown, "labels": labels[shown].tolist(),
                   "panels": [[label, probs.tolist()] for label, probs in panels]}
 
 
+@torch.no_grad()
+def tsne(args):
+    """The t-SNE of the named models' features before their last layer (--outputs: of their softmax outputs) on
+    the test split; what it embedded."""
+    from .methods.datafree import PenultimateFeatures
+    info, labels = test_split(args)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    panels = []
+    for label, model in trained(args):
+        model, found = model.to(device), []
+        hook = PenultimateFeatures(model)
+        for x, _ in torch.utils.data.DataLoader(info.test, batch_size=256):
+            logits = model(x.to(device))
+            found.append((logits if args.outputs else hook.value).float().cpu())
+        panels.append((label, torch.cat(found)))
+    path = figures.tsne(args.out / f"{args.name}.png", panels, labels, features=not args.outputs)
+    return path, {"samples": len(labels), "panels": [[label, list(x.shape)] for label, x in panels]}
+
+
 def main(args):
-    if args.kind == "responses":
-        path, plotted = responses(args)
+    if args.kind in ("responses", "tsne"):
+        path, plotted = (responses if args.kind == "responses" else tsne)(args)
     else:
         layout = recipe.read_layout(args.layout)
         panels, x, xlabel, log = (curve if args.kind == "curve" else history)(layout, args)
@@ -116,12 +151,16 @@ def parse_args(argv=None):
                        ("history", "the test accuracy over the epochs, a panel per column, a line per row")):
         k = sub.add_parser(kind, help=what)
         k.add_argument("layout", type=Path)
-    r = sub.add_parser("responses", help="the softmax_tau outputs of trained models on four test images")
-    r.add_argument("name", help="the PNG's name in OUT")
-    r.add_argument("--dataset", required=True)
-    r.add_argument("--tau", type=float, required=True)
-    r.add_argument("--model", action="append", required=True, help="LABEL=RUN, RUN a run directory below OUT")
-    r.add_argument("--smoke", action="store_true", help="the synthetic data of a smoke run (recipe --smoke)")
+    for kind, what in (("responses", "the softmax_tau outputs of trained models on four test images"),
+                       ("tsne", "the t-SNE of trained models' features (before their last layer) on the test split")):
+        r = sub.add_parser(kind, help=what)
+        r.add_argument("name", help="the PNG's name in OUT")
+        r.add_argument("--dataset", required=True)
+        r.add_argument("--model", action="append", required=True, help="LABEL=RUN, RUN a run directory below OUT")
+        r.add_argument("--smoke", action="store_true", help="the synthetic data of a smoke run (recipe --smoke)")
+    sub.choices["responses"].add_argument("--tau", type=float, required=True)
+    sub.choices["tsne"].add_argument("--outputs", action="store_true", help="embed the softmax outputs, not the "
+                                     "features")
     for k in sub.choices.values():
         k.add_argument("--out", type=Path, required=True)
         k.add_argument("--seeds", default="0,1,2")
