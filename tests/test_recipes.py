@@ -41,6 +41,8 @@ def test_every_recipe_runs_in_smoke_mode_and_writes_the_papers_table(script, tmp
         if "tau" in plotted:  # responses: each model's softmax outputs on the images shown
             for _, probs in plotted["panels"]:
                 assert [sum(p) for p in probs] == pytest.approx([1.0] * len(plotted["images"]))
+        if "samples" in plotted:  # t-SNE: every model embedded on every sample
+            assert all(shape[0] == plotted["samples"] for _, shape in plotted["panels"])
         if png.stem in written:
             assert_plots_its_table(plotted, json.loads((tmp_path / f"{png.stem}.json").read_text()),
                                    recipe.read_layout(ROOT / "recipes" / script.parent / f"{png.stem}.toml"))
@@ -60,13 +62,12 @@ def assert_plots_its_table(plotted, table, layout):
     lines = {(panel, label): ours for panel, found in plotted["panels"] for label, ours, _ in found}
     history = "figure" not in layout
     for row, filled in zip(layout["rows"], table["rows"]):
-        for (_, column), e in zip(table["columns"], filled["entries"]):
+        for i, ((_, column), e) in enumerate(zip(table["columns"], filled["entries"])):
             if history:
                 assert lines[column, row["label"]][-1][0] == pytest.approx(e["ours"][0])
             else:
                 panel = row.get("panel", "")
-                ours = lines[panel, row["label"].removeprefix(f"{panel}: ")]
-                assert ours[[k for k, _ in table["columns"]].index(column)][0] == pytest.approx(e["ours"][0])
+                assert lines[panel, row["label"].removeprefix(f"{panel}: ")][i][0] == pytest.approx(e["ours"][0])
 
 
 def test_a_failed_stage_stops_the_recipe_with_its_one_line_error_and_keeps_the_stages_before(tmp_path):
