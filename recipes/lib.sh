@@ -14,8 +14,8 @@
 #   figure curve|history LAYOUT.toml   $OUT/<layout name>.png: the layout's runs as the paper's line plot
 #   figure responses|tsne NAME OPTIONS...   $OUT/NAME.png: trained models' softmax outputs, the t-SNE of their
 #                                 features (undistill.recipe_figures)
-# One Python process, started here, does the work of these words (undistill.recipe serve): torch is imported once
-# per recipe, not once per stage.
+# In a smoke run one Python process, started here, does the work of these words (undistill.recipe serve): torch is
+# imported once per recipe, not once per stage; a real run starts a process per word and per cell.
 #
 # What the environment chooses (recipes/README.md):
 #   SEEDS=0,1,2          the seeds (each cell runs once per seed)
@@ -52,16 +52,23 @@ case $LAUNCH in
     *) echo "error: LAUNCH=$LAUNCH (choose local, torchrun, slurm or slurm-local)" >&2; exit 2 ;;
 esac
 
-exec {_stdout}>&1
-coproc _server { exec python3 -m undistill.recipe serve 3>&1 1>&"$_stdout"; }
-_requests=${_server[1]} _answers=${_server[0]}
-_ask() {  # a request to the server (a module of undistill and its arguments); returns its exit code
-    printf '%q ' "$@" >&"$_requests"
-    echo >&"$_requests"
-    local code
-    read -r code <&"$_answers" || code=1
-    return "$code"
-}
+# A smoke run's words are served by one Python process (torch imported once: its cells take less time than starting
+# Python); a real run's are each a process of their own, and so is each of its cells, so that a cell's memory and
+# CUDA state end with it.
+if [[ $SMOKE == 1 ]]; then
+    exec {_stdout}>&1
+    coproc _server { exec python3 -m undistill.recipe serve 3>&1 1>&"$_stdout"; }
+    _requests=${_server[1]} _answers=${_server[0]}
+    _ask() {  # a request to the server (a module of undistill and its arguments); returns its exit code
+        printf '%q ' "$@" >&"$_requests"
+        echo >&"$_requests"
+        local code
+        read -r code <&"$_answers" || code=1
+        return "$code"
+    }
+else
+    _ask() { python3 -m "undistill.$1" "${@:2}"; }
+fi
 
 cell() {
     printf '%q ' "$@" >> "$_cells"

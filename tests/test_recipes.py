@@ -31,6 +31,7 @@ def smoke(script, out):
 def test_every_recipe_runs_in_smoke_mode_and_writes_the_papers_table(script, tmp_path):
     done = smoke(script, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not (tmp_path / "logs").exists()  # the tiny cells ran in the recipe's one process: no log of their own
     written = sorted(p.stem for p in tmp_path.glob("*.md"))
     drawn = sorted(tmp_path.glob("*.png"))
     assert written or drawn, f"{script} writes no table and no figure"
@@ -84,6 +85,7 @@ def test_a_failed_stage_stops_the_recipe_with_its_one_line_error_and_keeps_the_s
     assert done.returncode == 2 and "not reached" not in done.stdout, done.stdout + done.stderr
     assert done.stderr.strip().splitlines()[-1] == "error: --epochs 0 is outside [1, inf)"
     assert (tmp_path / "out" / "good" / "s0" / "summary.json").is_file()
+    assert (tmp_path / "out" / "logs" / "good_s0.log").is_file()  # a real run's cell: a process of its own, its log
 
 
 def summary(path, acc, epochs=1, best=None):

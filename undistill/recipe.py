@@ -180,7 +180,9 @@ def launch_cells(todo, args):
         # what has finished and resumes the rest)
         cells.submit(todo, args, f"recipe-{args.out.name}", args.job_dir or args.out / "slurm", wait=True)
         return
-    here = args.jobs == 1 and args.nproc_per_cell == 1
+    # A smoke run's tiny cells one after the other in this process; a real run's each a process of its own (its
+    # memory, CUDA context and threads end with it), `jobs` at a time
+    here = args.smoke and args.jobs == 1 and args.nproc_per_cell == 1
     cells.run(todo, args.out, args.out.name, args.jobs, args.nproc_per_cell, here=here)
 
 
@@ -370,8 +372,8 @@ def write_table(args):
 def serve():
     """Run the requests on standard input, one per line, shell-quoted: a module of this package and its arguments
     (`recipe run CELLS ...`, `recipe table ...`, `evaluate ...`), each answered with its exit code on file
-    descriptor 3. A recipe (recipes/lib.sh) sends its stages here, so one process, one import of torch, serves the
-    whole recipe: a smoke run's cells take less time than starting Python."""
+    descriptor 3. A smoke run of a recipe (recipes/lib.sh) sends its stages here, so one process, one import of
+    torch, serves the whole recipe: its cells take less time than starting Python."""
     with open(3, "w") as answers:
         for line in sys.stdin:
             name, *argv = shlex.split(line)
