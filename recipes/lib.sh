@@ -12,8 +12,8 @@
 #   evaluate OPTIONS...           python -m undistill.evaluate OPTIONS (a measure of trained checkpoints)
 #   $(arch NAME)                  the architecture a teacher named NAME trains as (see arch below)
 #   figure curve|history LAYOUT.toml   $OUT/<layout name>.png: the layout's runs as the paper's line plot
-#   figure responses|tsne NAME OPTIONS...   $OUT/NAME.png: trained models' softmax outputs, the t-SNE of their
-#                                 features (undistill.recipe_figures)
+#   figure responses|tsne|inverted NAME OPTIONS...   $OUT/NAME.png: trained models' softmax outputs, the t-SNE of
+#                                 their features, the images DeepInversion inverted (undistill.recipe_figures)
 # In a smoke run one Python process, started here, does the work of these words (undistill.recipe serve): torch is
 # imported once per recipe, not once per stage; a real run starts a process per word and per cell.
 #
@@ -100,7 +100,7 @@ arch() { if [[ $SMOKE == 1 && $1 == resnet50 ]]; then echo resnet18; else echo "
 figure() {
     case $1 in
         curve|history) _ask recipe_figures "$1" "$LAYOUTS/$2" --out "$OUT" --seeds "$SEEDS" ;;
-        responses|tsne) _ask recipe_figures "$@" --out "$OUT" --seeds "$SEEDS" "${_smoke[@]}" ;;
-        *) echo "error: figure $1 (choose curve, history, responses or tsne)" >&2; return 2 ;;
+        responses|tsne|inverted) _ask recipe_figures "$@" --out "$OUT" --seeds "$SEEDS" "${_smoke[@]}" ;;
+        *) echo "error: figure $1 (choose curve, history, responses, tsne or inverted)" >&2; return 2 ;;
     esac
 }

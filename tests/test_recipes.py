@@ -44,6 +44,8 @@ def test_every_recipe_runs_in_smoke_mode_and_writes_the_papers_table(script, tmp
                 assert [sum(p) for p in probs] == pytest.approx([1.0] * len(plotted["images"]))
         if "samples" in plotted:  # t-SNE: every model embedded on every sample
             assert all(shape[0] == plotted["samples"] for _, shape in plotted["panels"])
+        if "classes" in plotted:  # inverted images: counted per class, some in every model's block
+            assert all(len(counts) == plotted["classes"] and sum(counts) for _, counts in plotted["panels"])
         if png.stem in written:
             assert_plots_its_table(plotted, json.loads((tmp_path / f"{png.stem}.json").read_text()),
                                    recipe.read_layout(ROOT / "recipes" / script.parent / f"{png.stem}.toml"))

@@ -8,6 +8,7 @@ Pure functions, each drawing one PNG from plain inputs (tensors, lists, dicts) a
     tsne               t-SNE of the models' outputs, coloured by class
     reliability        reliability diagrams with the ECE of each model
     curves             a paper's ablation: accuracy against a setting (or the epoch), ours beside the paper's
+    image_grid         images per class, a column per class, one block per model (Nasty Teacher Fig. 6)
 
 Figures are built on matplotlib's object API and rendered by the Agg canvas, never through pyplot: no display is
 needed, the process-wide backend and pyplot's figure registry stay untouched for the caller, and a figure is freed
@@ -452,4 +453,34 @@ def curves(path, panels, x, xlabel, ylabel="student top-1 accuracy (%)", title="
                frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def image_grid(path, panels, num_classes, per_class=3):
+    """Images grouped by class: one block of rows per model, a column per class, `per_class` rows (the first images
+    of that class; a class with fewer leaves blank cells), as images inverted from a teacher are shown.
+
+    `panels`: [(name, images, targets)], images a uint8 (n, C, H, W) tensor with C = 1 or 3, targets their n classes
+    in [0, num_classes). The PNG is (0.75 per class + 0.5) x ((0.75 per row + 0.5) per model) inches at 120 dpi.
+    """
+    checked = []
+    for name, images, targets in _nonempty(panels, "panels"):
+        images = torch.as_tensor(images).detach().cpu()
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"image_grid: panel {name!r} must hold uint8 (n, C=1 or 3, H, W) images, got "
+                             f"{images.dtype} {tuple(images.shape)}")
+        checked.append((name, images, _labels(targets, len(images), num_classes, f"targets of {name!r}")))
+    fig = _figure(0.75 * num_classes + 0.5, (0.75 * per_class + 0.5) * len(checked))
+    for block, (name, images, targets) in zip(fig.subfigures(len(checked), 1, squeeze=False)[:, 0], checked):
+        axes = block.subplots(per_class, num_classes, squeeze=False)
+        for c in range(num_classes):
+            chosen = (targets == c).nonzero().view(-1)[:per_class].tolist()
+            for r in range(per_class):
+                ax = axes[r, c]
+                ax.set_axis_off()
+                if r < len(chosen):
+                    img = images[chosen[r]].permute(1, 2, 0).numpy()
+                    ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=255)
+            axes[0, c].set_title(str(c), fontsize=8)
+        block.suptitle(name, fontsize=10)
     return _save(fig, path)

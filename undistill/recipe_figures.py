@@ -5,6 +5,7 @@
     python -m undistill.recipe_figures responses NAME --out OUT --seeds 0 --dataset cifar10 --tau 4 \\
         --model normal=teachers/ce --model nasty=teachers/nasty [--smoke]
     python -m undistill.recipe_figures tsne NAME --out OUT --seeds 0 --dataset cifar10 --model ... [--smoke]
+    python -m undistill.recipe_figures inverted NAME --out OUT --seeds 0 --dataset cifar10 --model LABEL=RUN ...
 
 curve: a table's layout (recipes/README.md) drawn as the paper's ablation: the layout's columns are the points of
 its `[figure]` table's `x` (and `xlabel`, `log`), each row a line of our means (± std over the seeds) and the
@@ -13,7 +14,8 @@ label, is left out of the legend). history: the test accuracy over the epochs (e
 per column of the layout, a line per row, mean over the seeds. responses: the softmax_tau outputs of the named
 models (OUT/RUN/s<first seed>/checkpoint.pt) on the first test image of four classes spread over the label range
 (figures.responses). tsne: the t-SNE of the named models' features before their last layer (or of their outputs) on
-the test split (figures.tsne, 2,000 of its images); a model RUN+RUN is an ensemble. Each writes OUT/<name>.png and,
+the test split (figures.tsne, 2,000 of its images); a model RUN+RUN is an ensemble. inverted: the images
+DeepInversion students' runs inverted from their teachers (figures.image_grid). Each writes OUT/<name>.png and,
 beside it, OUT/<name>.plot.json: the numbers it plots.
 """
 import argparse
@@ -130,9 +132,28 @@ def tsne(args):
     return path, {"samples": len(labels), "panels": [[label, list(x.shape)] for label, x in panels]}
 
 
+def inverted(args):
+    """The images the named DeepInversion students' runs inverted from their teachers (the pool their checkpoint
+    keeps), a column per class; how many of each class it shows."""
+    seed = options.parse_seeds(args.seeds, "SEEDS")[0]
+    panels = []
+    for given in args.model:
+        label, _, run = given.partition("=")
+        path = args.out / run / f"s{seed}" / "checkpoint.pt"
+        pool = (checkpoint.load(path).get("task") or {}) if path.is_file() else {}
+        if "images" not in pool:
+            raise UserError(f"--model {given}: no inverted images in {path} (LABEL=RUN, a DeepInversion student's "
+                            "run of this recipe)")
+        panels.append((label, pool["images"], pool["targets"]))
+    k = datasets.record(args.dataset).num_classes
+    path = figures.image_grid(args.out / f"{args.name}.png", panels, k)
+    return path, {"classes": k, "panels": [[label, [int((targets == c).sum()) for c in range(k)]]
+                                           for label, _, targets in panels]}
+
+
 def main(args):
-    if args.kind in ("responses", "tsne"):
-        path, plotted = (responses if args.kind == "responses" else tsne)(args)
+    if args.kind in ("responses", "tsne", "inverted"):
+        path, plotted = {"responses": responses, "tsne": tsne, "inverted": inverted}[args.kind](args)
     else:
         layout = recipe.read_layout(args.layout)
         panels, x, xlabel, log = (curve if args.kind == "curve" else history)(layout, args)
@@ -152,7 +173,8 @@ def parse_args(argv=None):
         k = sub.add_parser(kind, help=what)
         k.add_argument("layout", type=Path)
     for kind, what in (("responses", "the softmax_tau outputs of trained models on four test images"),
-                       ("tsne", "the t-SNE of trained models' features (before their last layer) on the test split")):
+                       ("tsne", "the t-SNE of trained models' features (before their last layer) on the test split"),
+                       ("inverted", "the images DeepInversion students' runs inverted, a column per class")):
         r = sub.add_parser(kind, help=what)
         r.add_argument("name", help="the PNG's name in OUT")
         r.add_argument("--dataset", required=True)
