@@ -1,6 +1,7 @@
-"""The recipes: every one runs end to end in smoke mode and writes its table in the paper's layout; a killed recipe
-continues to the same table; the table's numbers are the runs' means, differences and paired intervals with their outcomes; a searched cell
-chooses its setting on its validation split."""
+"""The recipes: every one runs end to end in smoke mode and writes its table in the paper's layout, or its figure (a
+PNG of the numbers the table beside it holds); a killed recipe continues to the same table; the table's numbers are
+the runs' means, differences and paired intervals with their outcomes; a searched cell chooses its setting on its
+validation split; a real run's cell is a process of its own."""
 import json
 import os
 import signal
