@@ -10,8 +10,12 @@
 #                                 unfinished ones resumed), then forgets them
 #   table LAYOUT.toml             writes $OUT/<layout name>.md and .json: the paper's table, ours beside its numbers
 #   evaluate OPTIONS...           python -m undistill.evaluate OPTIONS (a measure of trained checkpoints)
-# One Python process, started here, does the work of these words (undistill.recipe serve): torch is imported once
-# per recipe, not once per stage.
+#   $(arch NAME)                  the architecture a teacher named NAME trains as (see arch below)
+#   figure curve|history LAYOUT.toml   $OUT/<layout name>.png: the layout's runs as the paper's line plot
+#   figure responses|tsne|inverted NAME OPTIONS...   $OUT/NAME.png: trained models' softmax outputs, the t-SNE of
+#                                 their features, the images DeepInversion inverted (undistill.recipe_figures)
+# In a smoke run one Python process, started here, does the work of these words (undistill.recipe serve): torch is
+# imported once per recipe, not once per stage; a real run starts a process per word and per cell.
 #
 # What the environment chooses (recipes/README.md):
 #   SEEDS=0,1,2          the seeds (each cell runs once per seed)
@@ -36,8 +40,9 @@ LAYOUTS=recipes/$(dirname "$RECIPE")
 
 _cells=$(mktemp)
 trap 'rm -f "$_cells"' EXIT
-_run=(--out "$OUT" --seeds "$SEEDS")
-[[ $SMOKE == 1 ]] && _run+=(--smoke)
+_smoke=()
+[[ $SMOKE == 1 ]] && _smoke=(--smoke)
+_run=(--out "$OUT" --seeds "$SEEDS" "${_smoke[@]}")
 [[ -n ${DEVICE:-} ]] && _run+=(--device "$DEVICE")
 case $LAUNCH in
     local) _run+=(--jobs "${JOBS:-1}") ;;
@@ -47,16 +52,23 @@ case $LAUNCH in
     *) echo "error: LAUNCH=$LAUNCH (choose local, torchrun, slurm or slurm-local)" >&2; exit 2 ;;
 esac
 
-exec {_stdout}>&1
-coproc _server { exec python3 -m undistill.recipe serve 3>&1 1>&"$_stdout"; }
-_requests=${_server[1]} _answers=${_server[0]}
-_ask() {  # a request to the server (a module of undistill and its arguments); returns its exit code
-    printf '%q ' "$@" >&"$_requests"
-    echo >&"$_requests"
-    local code
-    read -r code <&"$_answers" || code=1
-    return "$code"
-}
+# A smoke run's words are served by one Python process (torch imported once: its cells take less time than starting
+# Python); a real run's are each a process of their own, and so is each of its cells, so that a cell's memory and
+# CUDA state end with it.
+if [[ $SMOKE == 1 ]]; then
+    exec {_stdout}>&1
+    coproc _server { exec python3 -m undistill.recipe serve 3>&1 1>&"$_stdout"; }
+    _requests=${_server[1]} _answers=${_server[0]}
+    _ask() {  # a request to the server (a module of undistill and its arguments); returns its exit code
+        printf '%q ' "$@" >&"$_requests"
+        echo >&"$_requests"
+        local code
+        read -r code <&"$_answers" || code=1
+        return "$code"
+    }
+else
+    _ask() { python3 -m "undistill.$1" "${@:2}"; }
+fi
 
 cell() {
     printf '%q ' "$@" >> "$_cells"
@@ -79,4 +91,16 @@ table() {
 
 evaluate() {
     _ask evaluate "$@"
+}
+
+# Two smoke steps leave a ResNet-50's BatchNorm statistics unsettled and its eval-mode logits overflow, so nasty
+# training against it diverges: smoke runs (SMOKE=1) train a ResNet-18 in its place, under the same names.
+arch() { if [[ $SMOKE == 1 && $1 == resnet50 ]]; then echo resnet18; else echo "$1"; fi; }
+
+figure() {
+    case $1 in
+        curve|history) _ask recipe_figures "$1" "$LAYOUTS/$2" --out "$OUT" --seeds "$SEEDS" ;;
+        responses|tsne|inverted) _ask recipe_figures "$@" --out "$OUT" --seeds "$SEEDS" "${_smoke[@]}" ;;
+        *) echo "error: figure $1 (choose curve, history, responses, tsne or inverted)" >&2; return 2 ;;
+    esac
 }

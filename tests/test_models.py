@@ -19,7 +19,7 @@ PARAM_COUNTS = {
     "shufflenetv2": (1_268_646, 1_268_646 + 90 * 1025),  # 1_360_896
     "resnext29": (34_426_698, 34_426_698 + 90 * 1025),  # 34_518_948
 }
-WITH_FEATURES = {"resnet18", "resnet34", "resnet50", "resnetc20", "resnetc32", "mobilenetv2"}
+WITH_FEATURES = {"resnet18", "resnet34", "resnet50", "resnetc20", "resnetc32", "mobilenetv2", "shufflenetv2"}
 
 
 def n_params(model):

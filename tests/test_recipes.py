@@ -1,6 +1,7 @@
-"""The recipes: every one runs end to end in smoke mode and writes its table in the paper's layout; a killed recipe
-continues to the same table; the table's numbers are the runs' means, differences and paired intervals with their outcomes; a searched cell
-chooses its setting on its validation split."""
+"""The recipes: every one runs end to end in smoke mode and writes its table in the paper's layout, or its figure (a
+PNG of the numbers the table beside it holds); a killed recipe continues to the same table; the table's numbers are
+the runs' means, differences and paired intervals with their outcomes; a searched cell chooses its setting on its
+validation split; a real run's cell is a process of its own."""
 import json
 import os
 import signal
@@ -9,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from undistill import datasets, recipe
+from undistill import UserError, datasets, recipe, recipe_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.relative_to(ROOT / "recipes") for p in (ROOT / "recipes").glob("*/*.sh"))
@@ -30,8 +32,24 @@ def smoke(script, out):
 def test_every_recipe_runs_in_smoke_mode_and_writes_the_papers_table(script, tmp_path):
     done = smoke(script, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not (tmp_path / "logs").exists()  # the tiny cells ran in the recipe's one process: no log of their own
     written = sorted(p.stem for p in tmp_path.glob("*.md"))
-    assert written, f"{script} writes no table"
+    drawn = sorted(tmp_path.glob("*.png"))
+    assert written or drawn, f"{script} writes no table and no figure"
+    for png in drawn:  # a real image of the numbers the table beside it holds
+        with Image.open(png) as image:
+            assert image.format == "PNG" and min(image.size) >= 400, (png.name, image.format, image.size)
+        plotted = json.loads(png.with_suffix(".plot.json").read_text())
+        if "tau" in plotted:  # responses: each model's softmax outputs on the images shown
+            for _, probs in plotted["panels"]:
+                assert [sum(p) for p in probs] == pytest.approx([1.0] * len(plotted["images"]))
+        if "samples" in plotted:  # t-SNE: every model embedded on every sample
+            assert all(shape[0] == plotted["samples"] for _, shape in plotted["panels"])
+        if "classes" in plotted:  # inverted images: counted per class, some in every model's block
+            assert all(len(counts) == plotted["classes"] and sum(counts) for _, counts in plotted["panels"])
+        if png.stem in written:
+            assert_plots_its_table(plotted, json.loads((tmp_path / f"{png.stem}.json").read_text()),
+                                   recipe.read_layout(ROOT / "recipes" / script.parent / f"{png.stem}.toml"))
     for name in written:  # each table beside its layout, recipes/<paper>/<name>.toml
         layout = recipe.read_layout(ROOT / "recipes" / script.parent / f"{name}.toml")
         table = json.loads((tmp_path / f"{name}.json").read_text())
@@ -41,6 +59,19 @@ def test_every_recipe_runs_in_smoke_mode_and_writes_the_papers_table(script, tmp
             assert all(e["ours"] is not None for e in row["entries"]), (name, row["label"])
         text = (tmp_path / f"{name}.md").read_text()
         assert all(f"{label} (paper)" in text for _, label in layout["columns"])
+
+
+def assert_plots_its_table(plotted, table, layout):
+    """A curve's points are the table's entries; a history's last epoch is the table's (last_acc) entry."""
+    lines = {(panel, label): ours for panel, found in plotted["panels"] for label, ours, _ in found}
+    history = "figure" not in layout
+    for row, filled in zip(layout["rows"], table["rows"]):
+        for i, ((_, column), e) in enumerate(zip(table["columns"], filled["entries"])):
+            if history:
+                assert lines[column, row["label"]][-1][0] == pytest.approx(e["ours"][0])
+            else:
+                panel = row.get("panel", "")
+                assert lines[panel, row["label"].removeprefix(f"{panel}: ")][i][0] == pytest.approx(e["ours"][0])
 
 
 def test_a_failed_stage_stops_the_recipe_with_its_one_line_error_and_keeps_the_stages_before(tmp_path):
@@ -57,6 +88,7 @@ def test_a_failed_stage_stops_the_recipe_with_its_one_line_error_and_keeps_the_s
     assert done.returncode == 2 and "not reached" not in done.stdout, done.stdout + done.stderr
     assert done.stderr.strip().splitlines()[-1] == "error: --epochs 0 is outside [1, inf)"
     assert (tmp_path / "out" / "good" / "s0" / "summary.json").is_file()
+    assert (tmp_path / "out" / "logs" / "good_s0.log").is_file()  # a real run's cell: a process of its own, its log
 
 
 def summary(path, acc, epochs=1, best=None):
@@ -142,3 +174,45 @@ def test_a_rows_keys_read_a_column_as_another_in_its_cells_its_ls_students_and_t
     base, kd = (r["entries"][0] for r in recipe.build_table(layout, tmp_path, [0])["rows"])
     assert base["run"] == "scratch/resnet50" and base["ours"][0] == 40.0
     assert kd["vs_baseline"] == 10.0 and kd["vs_ls"]["mean"] == 5.0 and kd["outcome"] == "indicative"
+
+
+def metrics(path, accs):
+    summary(path, accs[-1])
+    (path / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i, "test_acc": a}) + "\n"
+                                                for i, a in enumerate(accs)))
+
+
+def test_a_figure_draws_a_layouts_rows_over_its_columns_or_its_runs_over_the_epochs(tmp_path):
+    for seed, (a, b) in enumerate([(50.0, 60.0), (54.0, 64.0)]):
+        metrics(tmp_path / "kd/tau1" / f"s{seed}", [10.0, a])
+        metrics(tmp_path / "kd/tau4" / f"s{seed}", [20.0, 30.0, b])  # a longer run
+        metrics(tmp_path / "ls" / f"s{seed}", [5.0, 40.0])
+    (tmp_path / "fig.toml").write_text(
+        'title = "t"\ncolumns = [["tau1", "1"], ["tau4", "4"]]\n[figure]\nx = [1, 4]\nlog = true\n'
+        '[[rows]]\nlabel = "A: LS"\npanel = "A"\ncells = "ls"\npaper = ["-", "-"]\n'
+        '[[rows]]\nlabel = "A: KD"\npanel = "A"\ncells = "kd/{column}"\npaper = [70.5, "-"]\n')
+    args = recipe_figures.parse_args(["curve", str(tmp_path / "fig.toml"), "--out", str(tmp_path), "--seeds", "0,1"])
+    recipe_figures.main(args)
+    plotted = json.loads((tmp_path / "fig.plot.json").read_text())
+    assert plotted["x"] == [1, 4]
+    [(panel, [ls, kd])] = plotted["panels"]  # the panel's name left out of its lines' labels
+    assert panel == "A" and ls[0] == "LS" and kd[0] == "KD"
+    assert ls[1] == [[40.0, 0.0]] * 2 and kd[1][0][0] == 52.0 and kd[1][1][0] == 62.0
+    assert kd[1][0][1] == pytest.approx(2 ** 1.5) and kd[2] == [70.5, None]
+    with Image.open(tmp_path / "fig.png") as image:
+        assert image.size == (1080, 600)  # one panel: 9 x 5 inches at 120 dpi
+
+    recipe_figures.main(recipe_figures.parse_args(["history", str(args.layout), "--out", str(tmp_path), "--seeds",
+                                                   "0,1"]))
+    history = json.loads((tmp_path / "fig.plot.json").read_text())
+    assert history["x"] == [1, 2, 3] and [p for p, _ in history["panels"]] == ["1", "4"]
+    tau1_kd, tau4_kd = (lines[1][1] for _, lines in history["panels"])
+    assert tau1_kd == [[10.0, 0.0], [52.0, pytest.approx(2 ** 1.5)], None]  # a gap where the runs ended
+    assert tau4_kd[2][0] == 62.0
+    with Image.open(tmp_path / "fig.png") as image:
+        assert image.size == (1200, 600)  # two: 10 x 5
+
+    (tmp_path / "fig.toml").write_text('title = "t"\ncolumns = [["tau1", "1"]]\n[[rows]]\nlabel = "a"\n'
+                                       'cells = "ls"\n')
+    with pytest.raises(UserError, match=r"a curve needs \[figure\] x, one number per column \(1"):
+        recipe_figures.main(args)

@@ -617,9 +617,7 @@ def draw(report, plan, info, labels, out):
                       "temperature on 10%, 50% and all of the attacker's share), beside the LS students of the same "
                       "images", figures.queries_curve(out / "queries.png", *budgets)))
     tau = report["tau"]
-    # the first test image of four classes spread over the label range (the split is sorted by class)
-    shown = [int((labels == c).nonzero()[0]) for c in torch.linspace(0, info.num_classes - 1, 4).round().long()
-             if (labels == c).any()]
+    shown = figures.spread(labels, info.num_classes)
     panels = [(f"teacher ({spec})", torch.softmax(report["releases"][spec]["logits"][shown] / tau, 1))
               for spec in names]
     if "reference" in report:

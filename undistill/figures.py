@@ -7,6 +7,8 @@ Pure functions, each drawing one PNG from plain inputs (tensors, lists, dicts) a
     responses          softmax_tau outputs of several models on a few images (Nasty Teacher Fig. 1)
     tsne               t-SNE of the models' outputs, coloured by class
     reliability        reliability diagrams with the ECE of each model
+    curves             a paper's ablation: accuracy against a setting (or the epoch), ours beside the paper's
+    image_grid         images per class, a column per class, one block per model (Nasty Teacher Fig. 6)
 
 Figures are built on matplotlib's object API and rendered by the Agg canvas, never through pyplot: no display is
 needed, the process-wide backend and pyplot's figure registry stay untouched for the caller, and a figure is freed
@@ -96,6 +98,14 @@ def _save(fig, path):
 
 
 # ---- the figures ----
+
+def spread(labels, num_classes, n=4):
+    """The indices of the first sample of `n` classes spread over the label range: the images a responses figure
+    shows."""
+    labels = torch.as_tensor(labels)
+    return [int((labels == c).nonzero()[0]) for c in torch.linspace(0, num_classes - 1, n).round().long()
+            if (labels == c).any()]
+
 
 def temperature_curve(path, temperatures, curves, ls_band, scratch=None, title=""):
     """Student top-1 accuracy (%) against the attacker's KD temperature, one line per release.
@@ -279,17 +289,18 @@ def responses(path, panels, class_names, tau, *, labels=None, images=None):
     return _save(fig, path)
 
 
-def tsne(path, panels, labels, seed=0, max_points=2000):
+def tsne(path, panels, labels, seed=0, max_points=2000, features=False):
     """Side-by-side 2-D t-SNE embeddings of several models' outputs on the same samples, coloured by class.
 
     `panels`: [(name, (n, K) logits or probabilities)]. Every panel is embedded as probabilities: a matrix whose
-    rows are already probabilities (entries in [0, 1], rows summing to 1) is used as it is, anything else is
-    taken as logits and mapped through softmax, which turns a -inf logit (a sparse release) into an exact 0, so a
-    dense teacher and its sparse release land in the same space. `labels`: the n classes. Beyond `max_points`
-    samples, the same `max_points` of them (drawn with `seed`) are embedded in every panel. The perplexity is 30,
-    lowered to (n - 1) / 3 for small n (t-SNE needs perplexity < n). Classes are named in a legend when there are
-    at most 10 of them, else coloured along a colour map. The PNG is (4 per panel) x 4.75 inches at 120 dpi
-    (480 pixels per panel by 570).
+    rows are already probabilities (entries in [0, 1], rows summing to 1) is used as it is, anything else is taken
+    as logits and mapped through softmax, which turns a -inf logit (a sparse release) into an exact 0, so a dense
+    teacher and its sparse release land in the same space. With `features`, the rows are a network's features
+    (before its last layer, as the papers plot them), embedded as they are. `labels`: the n classes. Beyond
+    `max_points` samples, the same `max_points` of them (drawn with `seed`) are embedded in every panel. The
+    perplexity is 30, lowered to (n - 1) / 3 for small n (t-SNE needs perplexity < n). Classes are named in a legend
+    when there are at most 10 of them, else coloured along a colour map. The PNG is (4 per panel) x 4.75 inches at
+    120 dpi (480 pixels per panel by 570).
     """
     # Imported here: they take seconds, and only this figure needs them.
     from sklearn.manifold import TSNE
@@ -316,13 +327,14 @@ def tsne(path, panels, labels, seed=0, max_points=2000):
         point_colours = [colours[c] for c in y.tolist()]
         scatter_kw = {"c": point_colours}
     else:
-        scatter_kw = {"c": y.numpy(), "cmap": "turbo", "vmin": 0, "vmax": k - 1}
+        scatter_kw = {"c": y.numpy(), "cmap": "turbo", "vmin": 0,
+                      "vmax": int(y.max()) if features else k - 1}  # features: k is their width, not the classes
     for ax, (name, x) in zip(axes, panels):
         x = x[keep]
         if torch.isnan(x).any() or torch.isposinf(x).any():
             raise ValueError(f"tsne: panel {name!r} has NaN or +inf entries: give finite logits (-inf allowed) or "
                              "probabilities")
-        probs = x if _is_probs(x) else torch.softmax(x, dim=1)
+        probs = x if features or _is_probs(x) else torch.softmax(x, dim=1)
         if torch.isnan(probs).any():
             raise ValueError(f"tsne: panel {name!r} has a row whose logits are all -inf")
         # One OpenMP thread: the same picture on every machine (no thread-dependent summation order), and no
@@ -336,7 +348,8 @@ def tsne(path, panels, labels, seed=0, max_points=2000):
         ax.set_yticks([])
         ax.set_aspect("equal", adjustable="datalim")
     colouring = f"colour: class ({len(classes)} classes)"
-    fig.suptitle(f"t-SNE of the softmax outputs: {m} samples, perplexity {perplexity:.3g}; {colouring}",
+    what = "features" if features else "softmax outputs"
+    fig.suptitle(f"t-SNE of the {what}: {m} samples, perplexity {perplexity:.3g}; {colouring}",
                  fontsize=10)
     if len(classes) <= LEGEND_CLASSES:
         handles = [Line2D([], [], ls="", marker="o", ms=6, color=colours[c]) for c in classes]
@@ -391,4 +404,83 @@ def reliability(path, panels, bins=15):
         ax.set_title(f"{name}\nECE {ece_from_bins(sums):.3f}, n = {len(y)}", fontsize=9)
     # Under the panels: inside one it would cover the bars of low-confidence bins.
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def curves(path, panels, x, xlabel, ylabel="student top-1 accuracy (%)", title="", log=False):
+    """A paper's line plot drawn with our numbers: one panel per name, one line per row, against `x`.
+
+    `panels`: [(panel name, [(label, ours, paper)])]; `ours`: one (mean, std or None) or None (not run: a gap) per
+    x; `paper`: the paper's number per x (None where it gives none), drawn dashed in the line's colour with
+    crosses. `x`: the numbers on the axis (the setting, the epoch); `log`: a log axis labelled with them. The PNG is
+    (4.5 per panel + 1, at least 9) x 5 inches at 120 dpi (1080 x 600 pixels for one or two panels), the legend
+    under the panels.
+    """
+    panels = _nonempty(panels, "panels")
+    xs = [float(v) for v in x]
+    if not xs or (log and min(xs) <= 0):
+        raise ValueError(f"x must be numbers (positive on a log axis), got {list(x)}")
+    for name, lines in panels:
+        for label, ours, paper in lines:
+            if len(ours) != len(xs) or len(paper) != len(xs):
+                raise ValueError(f"panel {name!r}, line {label!r}: {len(ours)} of ours and {len(paper)} of the "
+                                 f"paper's for {len(xs)} x values: give one per x (None where there is none)")
+    fig = _figure(max(4.5 * len(panels) + 1, 9), 5)  # the legend's three columns fit
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, lines) in zip(axes, panels):
+        for i, (label, ours, paper) in enumerate(lines):
+            means = [math.nan if o is None else float(o[0]) for o in ours]
+            stds = [math.nan if o is None or o[1] is None else float(o[1]) for o in ours]
+            many = len(xs) > 30  # an epoch axis: error bars on every point would hide the lines
+            ax.errorbar(xs, means, yerr=None if many else stds, color=f"C{i}", marker=None if many else "o", ms=4,
+                        capsize=3, lw=1.5, label=f"{label} (ours)")
+            if any(p is not None for p in paper):
+                ax.plot(xs, [math.nan if p is None else float(p) for p in paper], color=f"C{i}", ls="--",
+                        marker="x", ms=5, lw=1, label=f"{label} (paper)")
+        if log:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(NullLocator())  # a log axis would add unlabelled minor ticks
+        if log or len(xs) <= 30:  # the settings the paper varies, labelled as they are
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    legend = {}  # beside the panels, never over a curve; a line drawn in several panels named once
+    for ax in axes:
+        legend.update((label, handle) for handle, label in zip(*ax.get_legend_handles_labels()))
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=min(3, len(legend)), fontsize=8,
+               frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def image_grid(path, panels, num_classes, per_class=3):
+    """Images grouped by class: one block of rows per model, a column per class, `per_class` rows (the first images
+    of that class; a class with fewer leaves blank cells), as images inverted from a teacher are shown.
+
+    `panels`: [(name, images, targets)], images a uint8 (n, C, H, W) tensor with C = 1 or 3, targets their n classes
+    in [0, num_classes). The PNG is (0.75 per class + 0.5) x ((0.75 per row + 0.5) per model) inches at 120 dpi.
+    """
+    checked = []
+    for name, images, targets in _nonempty(panels, "panels"):
+        images = torch.as_tensor(images).detach().cpu()
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"image_grid: panel {name!r} must hold uint8 (n, C=1 or 3, H, W) images, got "
+                             f"{images.dtype} {tuple(images.shape)}")
+        checked.append((name, images, _labels(targets, len(images), num_classes, f"targets of {name!r}")))
+    fig = _figure(0.75 * num_classes + 0.5, (0.75 * per_class + 0.5) * len(checked))
+    for block, (name, images, targets) in zip(fig.subfigures(len(checked), 1, squeeze=False)[:, 0], checked):
+        axes = block.subplots(per_class, num_classes, squeeze=False)
+        for c in range(num_classes):
+            chosen = (targets == c).nonzero().view(-1)[:per_class].tolist()
+            for r in range(per_class):
+                ax = axes[r, c]
+                ax.set_axis_off()
+                if r < len(chosen):
+                    img = images[chosen[r]].permute(1, 2, 0).numpy()
+                    ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=255)
+            axes[0, c].set_title(str(c), fontsize=8)
+        block.suptitle(name, fontsize=10)
     return _save(fig, path)

@@ -180,7 +180,9 @@ def launch_cells(todo, args):
         # what has finished and resumes the rest)
         cells.submit(todo, args, f"recipe-{args.out.name}", args.job_dir or args.out / "slurm", wait=True)
         return
-    here = args.jobs == 1 and args.nproc_per_cell == 1
+    # A smoke run's tiny cells one after the other in this process; a real run's each a process of its own (its
+    # memory, CUDA context and threads end with it), `jobs` at a time
+    here = args.smoke and args.jobs == 1 and args.nproc_per_cell == 1
     cells.run(todo, args.out, args.out.name, args.jobs, args.nproc_per_cell, here=here)
 
 
@@ -235,14 +237,19 @@ def searched(out, name, seeds):
     return found
 
 
+def run_name(row, column):
+    """The run directory (below OUT) of a row's entry in a column, the row's `keys` applied."""
+    return row["cells"].format(column=row.get("keys", {}).get(column, column))
+
+
 def entry(row, column, out, seeds, baseline, teacher=None):
     """One cell of the table: ours (mean, std, n) at the deciding epoch and the best epoch beside it, its difference
     to the baseline row, the paired interval to the LS students of the same seeds and its outcome (verdict.py; void
     where the teacher is not clearly above those LS students), and the settings a search chose. A row's `keys`
     read a column as another key in its templates, the baseline's included (a "Teacher Self" column: the row's
     teacher architecture)."""
-    column = row.get("keys", {}).get(column, column)
-    name = row["cells"].format(column=column)
+    name = run_name(row, column)
+    column = row.get("keys", {}).get(column, column)  # the LS and baseline templates read it the same way
     metric = row.get("metric", "last_acc")
     ours = seeded(out, name, seeds, metric)
     result = {"run": name, "metric": metric, "ours": stat(ours.values()), "best": None, "vs_baseline": None,
@@ -365,8 +372,8 @@ def write_table(args):
 def serve():
     """Run the requests on standard input, one per line, shell-quoted: a module of this package and its arguments
     (`recipe run CELLS ...`, `recipe table ...`, `evaluate ...`), each answered with its exit code on file
-    descriptor 3. A recipe (recipes/lib.sh) sends its stages here, so one process, one import of torch, serves the
-    whole recipe: a smoke run's cells take less time than starting Python."""
+    descriptor 3. A smoke run of a recipe (recipes/lib.sh) sends its stages here, so one process, one import of
+    torch, serves the whole recipe: its cells take less time than starting Python."""
     with open(3, "w") as answers:
         for line in sys.stdin:
             name, *argv = shlex.split(line)

@@ -5,7 +5,7 @@
 # student, trained on each fraction (--subset, the same images for every student of a seed) by KD from the normal and
 # the nasty teacher (alpha 0.9, tau 20) and by HTC from the nasty one (alpha 0.9, tau and m searched per seed on a
 # validation split (tau 4, 20, 50, 100; m 1, 5, 10, 50)), with LS students on the same fraction for the verdict. The
-# teachers see all the data.
+# teachers see all the data. Ends with fig4c.png and its table.
 #   bash recipes/distilling_undistillable/fig4c.sh [RUN_DIR]      (SEEDS, LAUNCH, SMOKE, CIFAR10_DIR: recipes/lib.sh)
 source "$(dirname "$0")/../lib.sh" distilling_undistillable/fig4c "$@"
 data=(--dataset cifar10)
@@ -32,3 +32,4 @@ for f in "${fractions[@]}"; do
 done
 run_cells
 table fig4c.toml
+figure curve fig4c.toml

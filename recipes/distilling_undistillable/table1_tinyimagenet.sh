@@ -5,8 +5,8 @@
 # S^(i-1)); students MobileNetV2 and ShuffleNetV2 trained from scratch (vanilla), with label smoothing (the verdict's
 # baseline), by KD from the normal and the nasty teacher (alpha 0.9, tau 20: the paper's setting), by HTC (alpha 0.9;
 # tau in 4, 20, 50, 100 and m in 1, 5, 10, 50 searched per seed on a validation split) and by SCM from the ensemble of
-# S^1..S^4 (the paper's longest sequence, searched the same way); a skeptical MobileNetV2 (head 1, tau 20; the skeptical
-# student needs a network with stages, so not ShuffleNetV2). The dataset's schedule: SGD 0.1, 200 epochs, x0.2 at 60,
+# S^1..S^4 (the paper's longest sequence, searched the same way); skeptical MobileNetV2 and ShuffleNetV2 students
+# (head 1, tau 20). The dataset's schedule: SGD 0.1, 200 epochs, x0.2 at 60,
 # 120 and 160.
 #   bash recipes/distilling_undistillable/table1_tinyimagenet.sh [RUN_DIR]
 #   (SEEDS, LAUNCH, SMOKE, TINYIMAGENET_DIR: recipes/lib.sh)

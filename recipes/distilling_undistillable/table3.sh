@@ -15,9 +15,6 @@ nasty() {  # COLUMN: its dataset's nasty settings
         echo --defense nasty --tau 20 --omega 0.005; fi
 }
 checkpoint() { echo "$OUT/$c/$1/s$seed/checkpoint.pt"; }  # NAME: the current column's and seed's run
-# Two smoke steps leave a ResNet-50's BatchNorm statistics unsettled and its eval-mode logits overflow, so nasty
-# training against it diverges: smoke runs (SMOKE=1) train a ResNet-18 in its place, under the same names.
-arch() { if [[ $SMOKE == 1 && $1 == resnet50 ]]; then echo resnet18; else echo "$1"; fi; }
 train() {  # COLUMN NAME OPTIONS...
     local column=$1 name=$2
     shift 2

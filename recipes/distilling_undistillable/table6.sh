@@ -13,9 +13,6 @@ source "$(dirname "$0")/../lib.sh" distilling_undistillable/table6 "$@"
 declare -A teacher=([cifar10]=resnet18 [cifar100]=resnet50)
 declare -A nasty=([cifar10]="--defense nasty --tau 4 --omega 0.04" [cifar100]="--defense nasty --tau 20 --omega 0.005")
 declare -A students=([cifar10]="cnn mobilenetv2 shufflenetv2" [cifar100]="cnn mobilenetv2")
-# Two smoke steps leave a ResNet-50's BatchNorm statistics unsettled and its eval-mode logits overflow, so nasty
-# training against it diverges: smoke runs (SMOKE=1) train a ResNet-18 in its place, under the same names.
-arch() { if [[ $SMOKE == 1 && $1 == resnet50 ]]; then echo resnet18; else echo "$1"; fi; }
 kd_tau() { if [[ $1 == cnn ]]; then echo 4; else echo 20; fi; }
 es_epochs() {  # DIR: the first epoch at which the nasty run's test accuracy reaches S^2's, over the seeds' means
     python3 - "$OUT/$1" "$SEEDS" <<'PY'

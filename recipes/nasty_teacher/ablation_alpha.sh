@@ -21,3 +21,4 @@ for alpha in 0.1 0.3 0.5 0.7 0.9 1.0; do
 done
 run_cells
 table ablation_alpha.toml
+figure curve ablation_alpha.toml

@@ -23,3 +23,4 @@ for percent in 10 30 50 70 90; do
 done
 run_cells
 table ablation_data.toml
+figure curve ablation_data.toml

@@ -32,3 +32,4 @@ for d in cifar10 cifar100; do
 done
 run_cells
 table ablation_omega.toml
+figure curve ablation_omega.toml

@@ -30,3 +30,4 @@ for d in cifar10 cifar100; do
 done
 run_cells
 table ablation_tau.toml
+figure curve ablation_tau.toml

@@ -8,8 +8,8 @@ models except ``cnn`` end with adaptive average pooling, so they also accept inp
 smaller than 32x32.
 
 ``CIFAR_MODELS`` maps a model name to a constructor ``fn(num_classes) -> nn.Module``.
-The ResNets and MobileNetV2 expose ``features(x)``: the feature maps after stages 1, 2
-and 3 plus the final pre-pool map, with ``forward`` built on it, so auxiliary heads can be
+The ResNets, MobileNetV2 and ShuffleNetV2 expose ``features(x)``: the feature maps after stages
+1, 2 and 3 plus the final pre-pool map, with ``forward`` built on it, so auxiliary heads can be
 attached to the intermediate maps.
 """
 
@@ -283,16 +283,28 @@ class ShuffleNetV2(nn.Module):
     def __init__(self, num_classes=10, widths=(116, 232, 464, 1024), repeats=(3, 7, 3)):
         super().__init__()
         # CIFAR stem: 3x3 stride-1 conv + BN, with neither ReLU nor max-pool after it.
-        layers, c_in = [_conv_bn(3, 24, 3, bias=True)], 24
+        layers, c_in, ends = [_conv_bn(3, 24, 3, bias=True)], 24, []
         for c_out, n in zip(widths[:3], repeats):
             layers += [ShuffleDownUnit(c_in, c_out)] + [ShuffleUnit(c_out) for _ in range(n)]
             c_in = c_out
+            ends.append(len(layers) - 1)
         layers += [_conv_bn(c_in, widths[3], 1, bias=True), nn.ReLU(inplace=True)]
+        # where stages 1-3 and the pre-pool map end in body: one flat Sequential keeps its checkpoints' keys
+        self.ends = (*ends, len(layers) - 1)
         self.body = nn.Sequential(*layers)
         self.fc = nn.Linear(widths[3], num_classes)
 
     def forward(self, x):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.body(x), 1), 1))
+
+    def features(self, x):
+        """Outputs of stages 1-3 and the pre-pool map (the skeptical student's heads read them)."""
+        maps = []
+        for i, layer in enumerate(self.body):
+            x = layer(x)
+            if i in self.ends:
+                maps.append(x)
+        return maps
 
 
 # --- ResNeXt-29 8x64d (Nasty-Teacher, from prlz77/ResNeXt.pytorch) -----------------------

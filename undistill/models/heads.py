@@ -1,7 +1,7 @@
 """The skeptical student's auxiliary heads (Kundu et al., NeurIPS 2021; docs/methods.md).
 
 `SkepticalNet` wraps a CIFAR network that exposes `features(x)` (the maps after stages 1, 2, 3 and the final
-pre-pool map: the ResNets and MobileNetV2) and adds a classifier after each of stages 1-3: an attention gate
+pre-pool map: the ResNets, MobileNetV2 and ShuffleNetV2) and adds a classifier after each of stages 1-3: an attention gate
 sigmoid(conv(feature)) * feature, separable convolutions that walk the feature through the channel widths of
 the later stages (stride 2 wherever the network itself downsamples), global pooling and a linear layer.
 
