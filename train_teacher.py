@@ -58,7 +58,9 @@ def release(method, settings, source, info, config, ctx):
     test = engine.make_loader(info.test, config, ctx, train=False)
     metrics = {f"test_{k}": v for k, v in engine.evaluate(engine.prepare(model, ctx, config), test, ctx,
                                                           config).items()}
-    meta = checkpoint.describe(info, ckpt["arch"], "teacher", method.name, settings, released)
+    # an imported teacher keeps its owner's normalization and input convention
+    meta = dict(checkpoint.describe(info, ckpt["arch"], "teacher", method.name, settings, released),
+                **checkpoint.carried(ckpt))
     summary = dict(meta, best_acc=metrics["test_acc"], last_acc=metrics["test_acc"], args=runs.plain(vars(config)))
     with runs.owned(out, ctx):
         ctx.on_main(lambda: (checkpoint.save(dict(meta, epoch=ckpt["epoch"], metrics=metrics,

@@ -1,0 +1,147 @@
+"""A model trained elsewhere, imported without training (undistill.importer): the checkpoint answers exactly as the
+original under its owner's input convention, in every format, and goes through the project's commands (a release,
+the audit) like a teacher trained here."""
+import importlib.util
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import run_script
+from undistill import checkpoint, datasets, models
+
+MEAN, STD = 0.5, 0.25  # the owner's normalization, far from mnist5k's own (0.1007, 0.2759)
+ORDER = [3, 7, 0, 1, 9, 2, 8, 4, 6, 5]  # the owner's class i is mnist5k's ORDER[i]
+TOLERANCE = 1e-6  # relative to the largest logit: float32 rounding of the normalization's order of operations
+
+
+def owner_sequential():
+    """The owner's grayscale 28 px network, of no architecture the project knows."""
+    return nn.Sequential(nn.Conv2d(1, 8, 3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 13 * 13, 10))
+
+
+def train(net, inputs, labels):
+    """A few plain PyTorch steps: enough to make the weights the owner's own."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
+    for _ in range(3):
+        loss = F.cross_entropy(net(inputs), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return net.eval().requires_grad_(False)
+
+
+def owner_gray(images):
+    """What the owner fed its grayscale network: 28 px luminance, normalized (the documented convention)."""
+    x = F.interpolate(images.float(), size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
+    x = 0.2989 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]
+    return (x / 255 - MEAN) / STD
+
+
+@pytest.fixture(scope="module")
+def owner(tmp_path_factory):
+    """The owner's files: a `cnn` state_dict (.pth and .safetensors) and a grayscale TorchScript module trained on
+    mnist5k images in the owner's convention, a pickled full module, and a batch of test images."""
+    where = tmp_path_factory.mktemp("owner")
+    info = datasets.load("mnist5k", train=True)
+    x, y = info.train.images[:128], info.train.labels[:128]
+    torch.manual_seed(0)
+    cnn = train(models.build("cnn", 10), (x.float() / 255 - MEAN) / STD, y)
+    torch.save(cnn.state_dict(), where / "cnn.pth")
+    if importlib.util.find_spec("safetensors"):
+        from safetensors.torch import save_file
+        save_file(cnn.state_dict(), where / "cnn.safetensors")
+    inverse = torch.argsort(torch.tensor(ORDER))
+    gray = train(owner_sequential(), owner_gray(x), inverse[y])  # trained on the owner's class indices
+    with checkpoint.quiet_jit():
+        torch.jit.save(torch.jit.script(gray), where / "gray.pt")
+    torch.save(gray, where / "gray-pickled.pt")
+    (where / "order.txt").write_text("\n".join(map(str, ORDER)) + "\n")
+    return {"where": where, "cnn": cnn, "gray": gray, "test": info.test.images[:64]}
+
+
+def imported(source, out, *options):
+    proc = run_script("-m", "undistill.importer", str(source), "--workers", "0", "--output", str(out), *options)
+    assert "imported" in proc.stdout, proc.stdout + proc.stderr
+    return out / "checkpoint.pt"
+
+
+def relative_diff(path, expected, images):
+    """max |diff| of the imported checkpoint's logits and the original's, over the largest |logit|."""
+    model, _ = checkpoint.load_classifier(path)
+    with torch.no_grad():
+        diff = (model(images) - expected).abs().max().item()
+    largest = expected.abs().max().item()
+    print(f"{path.parent.parent.name}: max |diff| of logits {diff:.3g}, largest |logit| {largest:.3g}")
+    return diff / max(1.0, largest)
+
+
+@pytest.mark.parametrize("suffix", ["pth", pytest.param("safetensors", marks=pytest.mark.skipif(
+    importlib.util.find_spec("safetensors") is None, reason="needs safetensors"))])
+def test_a_state_dict_imports_answering_as_the_original(owner, tmp_path, suffix):
+    path = imported(owner["where"] / f"cnn.{suffix}", tmp_path / "run", "--arch", "cnn", "--mean", str(MEAN),
+                    "--std", str(STD))
+    expected = owner["cnn"]((owner["test"].float() / 255 - MEAN) / STD)
+    assert relative_diff(path, expected, owner["test"]) < TOLERANCE
+    ckpt = checkpoint.load(path)
+    assert (ckpt["role"], ckpt["method"], ckpt["arch"], ckpt["mean"], ckpt["std"]) == \
+        ("teacher", "imported", "cnn", [MEAN] * 3, [STD] * 3)
+    assert all(torch.equal(ckpt["state_dict"][k], v) for k, v in owner["cnn"].state_dict().items())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert 0 <= summary["metrics"]["test_acc"] <= 100 and summary["settings"]["format"] == "state"
+
+
+@pytest.mark.parametrize("source, options", [("gray.pt", ()), ("gray-pickled.pt", ("--trust-pickle",))])
+def test_a_grayscale_module_imports_with_its_size_and_class_order(owner, tmp_path, source, options):
+    path = imported(owner["where"] / source, tmp_path / "run", "--mean", str(MEAN), "--std", str(STD),
+                    "--image-size", "28", "--channels", "1", "--class-order", str(owner["where"] / "order.txt"),
+                    *options)
+    owners = owner["gray"](owner_gray(owner["test"]))
+    expected = torch.empty_like(owners)
+    expected[:, ORDER] = owners  # the owner's class i answers as mnist5k's ORDER[i]
+    assert relative_diff(path, expected, owner["test"]) < TOLERANCE
+    assert checkpoint.load(path)["input"] == {"image_size": 28, "channels": 1, "class_order": ORDER}
+
+
+def test_a_pickled_module_is_refused_without_trust(owner, tmp_path):
+    proc = run_script("-m", "undistill.importer", str(owner["where"] / "gray-pickled.pt"), "--output",
+                      str(tmp_path / "run"), check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "--trust-pickle" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_plain_state_dict_as_teacher_names_the_import(owner, tmp_path):
+    proc = run_script("distill_student.py", "--attack", "kd", "--teacher", str(owner["where"] / "cnn.pth"),
+                      "--output", str(tmp_path / "run"), check=False)
+    assert proc.returncode == 2 and "python -m undistill.importer" in proc.stderr
+
+
+def test_a_release_of_an_imported_model_keeps_its_convention(owner, tmp_path):
+    source = imported(owner["where"] / "gray.pt", tmp_path / "imported", "--mean", str(MEAN), "--std", str(STD),
+                      "--image-size", "28", "--channels", "1", "--class-order", str(owner["where"] / "order.txt"))
+    run_script("train_teacher.py", "--defense", "topk", "--from", str(source), "--k", "1", "--workers", "0",
+               "--output", str(tmp_path / "topk"))
+    released, ckpt = checkpoint.load_classifier(tmp_path / "topk" / "checkpoint.pt")
+    original, _ = checkpoint.load_classifier(source)
+    assert ckpt["input"] == checkpoint.load(source)["input"] and ckpt["mean"] == [MEAN]
+    with torch.no_grad():  # the top-1 class is kept with probability 1 (log 0), every other at -inf
+        assert torch.equal(released(owner["test"]).argmax(1), original(owner["test"]).argmax(1))
+
+
+def test_a_white_box_attack_refuses_a_torchscript_teacher(owner, tmp_path):
+    source = imported(owner["where"] / "gray.pt", tmp_path / "imported", "--image-size", "28", "--channels", "1")
+    proc = run_script("distill_student.py", "--attack", "dafl", "--teacher", str(source), "--output",
+                      str(tmp_path / "run"), check=False)
+    assert proc.returncode == 2 and "is white-box" in proc.stderr and "black box" in proc.stderr
+
+
+def test_an_imported_teacher_is_audited(owner, tmp_path):
+    source = imported(owner["where"] / "cnn.pth", tmp_path / "imported", "--arch", "cnn", "--mean", str(MEAN),
+                      "--std", str(STD))
+    run_script("-m", "undistill.audit", str(source), "--budget", "quick", "--attacks", "dkd", "--seeds", "0",
+               "--epochs", "1", "--share", "0.05", "--output", str(tmp_path / "audit"))
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert any(row["method"] == "dkd" for row in report["rows"])
