@@ -241,7 +241,7 @@ def main(args: argparse.Namespace) -> dict:
                                              out / "checkpoint.pt"),
                              runs.write_json(out / "summary.json", summary)))
     ctx.print(f"imported {args.source} ({kind}, {arch}) as a {info.name} teacher: test top-1 "
-              f"{metrics['test_acc']:.2f}%  ECE {metrics['test_ece']:.4f}  NLL {metrics['test_nll']:.4f}  "
+              f"{metrics['test_acc']:.2f}%  ECE {metrics['test_ece']:.4f}  NLL {metrics['test_nll']:.4f}\n"
               f"-> {out / 'checkpoint.pt'}")
     return summary
 
