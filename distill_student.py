@@ -5,6 +5,7 @@
     python distill_student.py --attack htc --teacher runs/teacher-nasty-cnn-s0/checkpoint.pt --no-labels
     python distill_student.py --attack scm --teacher runs/nasty/checkpoint.pt runs/nasty-2/checkpoint.pt
     python distill_student.py --attack dafl --teacher runs/teacher-ce-cnn-s0/checkpoint.pt    # data-free
+    python distill_student.py --attack kd --teacher-api owner_api.py:answer --api-output probs  # a black-box API
     torchrun --nproc_per_node=8 distill_student.py --dataset cifar100 --data-dir DATA --attack kd --teacher ...
 
 The teachers are black boxes, their logits as released, except for the white-box attacks (dafl, deepinversion),
@@ -16,12 +17,13 @@ import argparse
 import torch
 
 from undistill import UserError, checkpoint, datasets, distributed, engine, launch, loaders, methods, models, \
-    options, runs, teachers
+    options, runs, teacher_api, teachers
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     methods.add_arguments(p, "attack")
+    teacher_api.add_arguments(p)
     datasets.add_arguments(p)
     loaders.add_arguments(p)
     engine.add_arguments(p)

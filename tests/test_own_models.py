@@ -145,3 +145,65 @@ def test_an_imported_teacher_is_audited(owner, tmp_path):
                "--epochs", "1", "--share", "0.05", "--output", str(tmp_path / "audit"))
     report = json.loads((tmp_path / "audit" / "report.json").read_text())
     assert any(row["method"] == "dkd" for row in report["rows"])
+
+
+API = '''
+import torch
+from undistill import models
+
+net = models.build("cnn", 10)
+net.load_state_dict(torch.load({weights!r}, weights_only=True))
+net.eval()
+
+
+def answer(images):
+    with open({log!r}, "a") as log:  # what the API was asked: one line per call
+        log.write(f"{{len(images)}}\\n")
+    with torch.no_grad():
+        return net((images.float() / 255 - {mean}) / {std}).softmax(1)
+'''
+
+
+@pytest.fixture
+def api(owner, tmp_path):
+    """The owner's cnn behind a function that returns probabilities and logs how many images it was asked."""
+    source = tmp_path / "owner_api.py"
+    source.write_text(API.format(weights=str(owner["where"] / "cnn.pth"), log=str(tmp_path / "asked.log"),
+                                 mean=MEAN, std=STD))
+    return f"{source}:answer", tmp_path / "asked.log"
+
+
+def asked(log):
+    return sum(map(int, log.read_text().split())) if log.exists() else 0
+
+
+def test_an_api_answers_as_its_model_and_each_image_is_asked_once(owner, api, tmp_path):
+    from undistill.teacher_api import ApiTeacher, load_function
+    spec, log = api
+    teacher = ApiTeacher(load_function(spec), spec, "probs", tmp_path / "cache", 10)
+    expected = owner["cnn"]((owner["test"].float() / 255 - MEAN) / STD).log_softmax(1)
+    first = teacher(owner["test"])
+    print(f"--teacher-api probs: max |diff| of log-probabilities {(first - expected).abs().max().item():.3g}")
+    assert (first - expected).abs().max() < 1e-5
+    assert torch.equal(teacher(owner["test"]), first) and asked(log) == len(owner["test"])  # the second: cached
+    labels = ApiTeacher(load_function(spec), spec, "labels", tmp_path / "cache", 10)
+    with pytest.raises(Exception, match="expects"):  # probabilities are not labels
+        labels(owner["test"][:2])
+
+
+def test_an_attack_on_an_api_queries_each_image_once_across_runs(api, tmp_path):
+    spec, log = api
+    command = ("distill_student.py", "--attack", "kd", "--teacher-api", spec, "--api-output", "probs", "--epochs", "1",
+               "--subset", "0.02", "--batch-size", "40", "--workers", "0", "--api-cache", str(tmp_path / "cache"))
+    run_script(*command, "--output", str(tmp_path / "first"))
+    once = asked(log)
+    summary = json.loads((tmp_path / "first" / "summary.json").read_text())
+    assert once > 0 and summary["queries"] >= once and summary["settings"]["teacher"] == f"api:{spec}"
+    run_script(*command, "--output", str(tmp_path / "second"))  # the same seed: the same augmented images
+    assert asked(log) == once
+
+
+def test_a_white_box_attack_refuses_an_api(api, tmp_path):
+    proc = run_script("distill_student.py", "--attack", "deepinversion", "--teacher-api", api[0], "--output",
+                      str(tmp_path / "run"), check=False)
+    assert proc.returncode == 2 and "is white-box" in proc.stderr and "--teacher-api" in proc.stderr
