@@ -309,7 +309,7 @@ def measured_start():
     """Seconds a student's process takes before its first step (Python, torch and the entry script imported),
     measured here."""
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import distill_student"], cwd=cells.ROOT, check=True)
+    subprocess.run([sys.executable, "-c", "import undistill.distill_student"], check=True)
     return time.perf_counter() - began
 
 
@@ -735,5 +735,10 @@ def claim(plan, args):
     runs.write_json(marker, ours)
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """The command line (`python -m undistill.audit`, `undistill audit`), with `argv` or sys.argv's."""
+    distributed.run(main, parse_args(argv), again="give the same command again: the finished students are kept")
+
+
 if __name__ == "__main__":
-    distributed.run(main, parse_args(), again="give the same command again: the finished students are kept")
+    cli()

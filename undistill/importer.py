@@ -22,7 +22,6 @@ import argparse
 import hashlib
 import io
 import re
-import sys
 import zipfile
 from pathlib import Path
 
@@ -246,5 +245,10 @@ def main(args: argparse.Namespace) -> dict:
     return summary
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """The command line (`python -m undistill.importer`, `undistill import`), with `argv` or sys.argv's."""
+    distributed.run(main, parse_args(argv))
+
+
 if __name__ == "__main__":
-    distributed.run(main, parse_args(sys.argv[1:]))
+    cli()
