@@ -207,3 +207,42 @@ def test_a_white_box_attack_refuses_an_api(api, tmp_path):
     proc = run_script("distill_student.py", "--attack", "deepinversion", "--teacher-api", api[0], "--output",
                       str(tmp_path / "run"), check=False)
     assert proc.returncode == 2 and "is white-box" in proc.stderr and "--teacher-api" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def gray_teacher(owner, tmp_path_factory):
+    """The grayscale TorchScript model imported with its convention (resize, luminance, normalization, order)."""
+    return imported(owner["where"] / "gray.pt", tmp_path_factory.mktemp("gray") / "run", "--mean", str(MEAN),
+                    "--std", str(STD), "--image-size", "28", "--channels", "1", "--class-order",
+                    str(owner["where"] / "order.txt"))
+
+
+@pytest.mark.parametrize("release", ["stingy", "topk", "rounded", "label", "reverse-sigmoid"])
+def test_an_exported_release_answers_as_its_checkpoint(owner, gray_teacher, tmp_path, release):
+    run_script("train_teacher.py", "--defense", release, "--from", str(gray_teacher), "--workers", "0", "--output",
+               str(tmp_path / release))
+    released = tmp_path / release / "checkpoint.pt"
+    run_script("-m", "undistill.export", str(released), "--output", str(tmp_path / "model.pt"))
+    with checkpoint.quiet_jit():
+        exported = torch.jit.load(tmp_path / "model.pt")
+    model, _ = checkpoint.load_classifier(released)
+    with torch.no_grad():
+        assert torch.equal(exported(owner["test"]), model(owner["test"]))  # -inf where the release answers nothing
+
+
+def test_a_release_the_tracer_cannot_take_is_refused_and_nothing_written(gray_teacher, tmp_path):
+    run_script("train_teacher.py", "--defense", "noise", "--from", str(gray_teacher), "--workers", "0", "--output",
+               str(tmp_path / "noise"))
+    proc = run_script("-m", "undistill.export", str(tmp_path / "noise" / "checkpoint.pt"), "--output",
+                      str(tmp_path / "model.pt"), check=False)
+    assert proc.returncode == 2 and "cannot be traced" in proc.stderr and not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="needs onnx")
+def test_a_release_exports_to_onnx(gray_teacher, tmp_path):
+    run_script("train_teacher.py", "--defense", "topk", "--from", str(gray_teacher), "--workers", "0", "--output",
+               str(tmp_path / "topk"))
+    run_script("-m", "undistill.export", str(tmp_path / "topk" / "checkpoint.pt"), "--output",
+               str(tmp_path / "model.onnx"))
+    import onnx
+    onnx.checker.check_model(onnx.load(tmp_path / "model.onnx"))

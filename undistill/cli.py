@@ -6,6 +6,7 @@
     undistill import model.pth --arch tv.resnet18 --dataset imagenet --data-dir /data/imagenet
     undistill report runs/ --markdown verdict.md
     undistill evaluate runs/nasty/checkpoint.pt
+    undistill export runs/stingy/checkpoint.pt --output stingy.pt
 
 `undistill COMMAND --help` prints the command's options. Each is also `python -m undistill.<module>`; the
 repository's train_teacher.py and distill_student.py are the first two, for torchrun.
@@ -20,6 +21,7 @@ COMMANDS = {  # subcommand -> (module, what it does)
     "import": ("importer", "a model trained elsewhere as a teacher checkpoint, without training"),
     "report": ("report", "run summaries -> the verdict table"),
     "evaluate": ("evaluate", "a checkpoint's accuracy, calibration, sparsity and CMI, as JSON"),
+    "export": ("export", "a checkpoint as one TorchScript or ONNX file, its release and normalization inside"),
 }
 
 
