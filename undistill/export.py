@@ -10,6 +10,7 @@ name TorchScript (`torch.jit.load(path)`; the project imports it back with undis
 export is traced once and checked on other images: it is written only where it answers exactly as the checkpoint.
 """
 import argparse
+import warnings
 from pathlib import Path
 
 import torch
@@ -48,7 +49,9 @@ def main(args: argparse.Namespace) -> Path:
                 dynamic_axes={"images": {0: "batch"}, "outputs": {0: "batch"}}))
         else:
             try:
-                traced = torch.jit.trace(model, traced_on, check_trace=False)
+                with warnings.catch_warnings():  # it warns of the constants it keeps (a release's k): fixed per
+                    warnings.simplefilter("ignore", torch.jit.TracerWarning)  # checkpoint, and checked below
+                    traced = torch.jit.trace(model, traced_on, check_trace=False)
             except RuntimeError as e:  # the tracer refuses some operations (the noise release's bit view)
                 raise UserError(f"{args.checkpoint} cannot be traced to TorchScript (the tracer fails: "
                                 f"{str(e).strip().splitlines()[0][:100]}): nothing written") from None
