@@ -246,3 +246,17 @@ def test_a_release_exports_to_onnx(gray_teacher, tmp_path):
                str(tmp_path / "model.onnx"))
     import onnx
     onnx.checker.check_model(onnx.load(tmp_path / "model.onnx"))
+
+
+def test_fine_tuning_an_imported_model_keeps_its_convention_and_warns_of_the_lr(owner, tmp_path):
+    source = imported(owner["where"] / "cnn.pth", tmp_path / "imported", "--arch", "cnn", "--mean", str(MEAN),
+                      "--std", str(STD))
+    command = ("train_teacher.py", "--defense", "cmim", "--init", str(source), "--epochs", "1", "--subset", "0.05",
+               "--batch-size", "40", "--workers", "0", "--quiet")
+    proc = run_script(*command, "--output", str(tmp_path / "tuned"))
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: --init")]
+    assert len(warnings) == 1 and "pass --lr 0.0001" in warnings[0], proc.stderr  # cnn: Adam 1e-3 from scratch
+    ckpt = checkpoint.load(tmp_path / "tuned" / "checkpoint.pt")
+    assert (ckpt["mean"], ckpt["std"]) == ([MEAN] * 3, [STD] * 3)
+    proc = run_script(*command, "--lr", "1e-4", "--output", str(tmp_path / "tuned-slowly"))
+    assert "warning:" not in proc.stderr

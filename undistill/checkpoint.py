@@ -134,6 +134,18 @@ def carried(ckpt):
     return {k: ckpt.get(k) for k in ("mean", "std", "input")}
 
 
+def convention(weights):
+    """How the model of --weights reads its images (carried: mean, std, input) where it is a checkpoint of this
+    project, so that fine-tuning an imported model keeps its owner's convention; {} for none or a plain
+    state_dict."""
+    if weights is None:
+        return {}
+    state = runs.load_tensors(weights, "--weights")
+    if not (isinstance(state, dict) and state.get("format") == FORMAT):
+        return {}
+    return carried(load(weights))
+
+
 def check_compatible(ckpt, info, what):
     """A frozen model (teacher, adversary) must come from the same dataset as the run that queries it."""
     theirs = (ckpt["dataset"], ckpt["num_classes"], ckpt["image_size"])

@@ -8,6 +8,7 @@ reverse-sigmoid, noise).
     torchrun --nproc_per_node=8 train_teacher.py --dataset cifar100 --data-dir DATA --defense nasty ...
 """
 import argparse
+import sys
 
 import torch
 
@@ -41,11 +42,17 @@ def main(args, info=None):
     if method.release is not None:  # no training: the trained teacher, wrapped so that it emits only its release
         return release(method, settings, queried, info, config, ctx)
 
+    if config.weights is not None and args.lr is None and ctx.is_main:
+        print(f"warning: --init {config.weights} is fine-tuned with the from-scratch lr {config.lr:g} "
+              f"({config.epochs} epochs), which can undo what it learned: pass --lr {config.lr / 10:g} "
+              "(and fewer --epochs)", file=sys.stderr, flush=True)
+    convention = checkpoint.convention(config.weights)  # an imported model reads its images as its owner's did
     torch.manual_seed(config.seed)  # the same initialization for the same seed, on every run
     net = models.build(config.arch, info.num_classes, config.weights, image_size=info.image_size)
-    model = models.Classifier(net, info.mean, info.std)
+    model = models.Classifier(net, convention.get("mean", info.mean), convention.get("std", info.std),
+                              owner=convention.get("input"))
     task = method.build(settings, methods.Run(method, info, ctx, config, queried))
-    meta = checkpoint.describe(info, config.arch, "teacher", method.name, settings)
+    meta = dict(checkpoint.describe(info, config.arch, "teacher", method.name, settings), **convention)
     engine.fit(model, task, info=info, config=config, ctx=ctx, meta=meta,
                out=runs.directory(config, "teacher", method.name, config.arch))
 
