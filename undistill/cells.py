@@ -23,6 +23,9 @@ from . import UserError, launch
 
 
 
+ENTRY_SCRIPTS = ("train_teacher.py", "distill_student.py")  # cells name them so; they run as the package's modules
+
+
 @dataclass(frozen=True)
 class Cell:
     """`argv`: the entry script (train_teacher.py or distill_student.py) and its options, --output `out`
@@ -66,8 +69,9 @@ def execute(command, log, jobs=1, nproc=1, processes=None):
     prefix = [sys.executable] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     threads = max(1, (os.cpu_count() or 1) // (jobs * nproc))
-    module = f"undistill.{Path(command[0]).stem}"  # the entry script's module: a checkout's or an installed one
-    entry = ["-m", module] if nproc == 1 else ["--module", module]
+    entry = list(command[:1])
+    if command[0] in ENTRY_SCRIPTS:  # the entry script's module: a checkout's or an installed one
+        entry = ["-m" if nproc == 1 else "--module", f"undistill.{Path(command[0]).stem}"]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads),
                PYTHONPATH=os.pathsep.join(filter(None, [str(launch.IMPORTED_FROM), os.environ.get("PYTHONPATH")])))
     log.parent.mkdir(parents=True, exist_ok=True)
