@@ -43,9 +43,8 @@ def main(args, info=None):
         return release(method, settings, queried, info, config, ctx)
 
     if config.weights is not None and args.lr is None and ctx.is_main:
-        print(f"warning: --init {config.weights} is fine-tuned with the from-scratch lr {config.lr:g} "
-              f"({config.epochs} epochs), which can undo what it learned: pass --lr {config.lr / 10:g} "
-              "(and fewer --epochs)", file=sys.stderr, flush=True)
+        print(f"warning: --init {config.weights}: the from-scratch lr {config.lr:g} can undo what it learned; "
+              f"fine-tune with --lr {config.lr / 10:g}", file=sys.stderr, flush=True)
     convention = checkpoint.convention(config.weights)  # an imported model reads its images as its owner's did
     torch.manual_seed(config.seed)  # the same initialization for the same seed, on every run
     net = models.build(config.arch, info.num_classes, config.weights, image_size=info.image_size)
