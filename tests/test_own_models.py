@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import run_script
-from undistill import checkpoint, datasets, models
+from undistill import UserError, checkpoint, datasets, models
 
 MEAN, STD = 0.5, 0.25  # the owner's normalization, far from mnist5k's own (0.1007, 0.2759)
 ORDER = [3, 7, 0, 1, 9, 2, 8, 4, 6, 5]  # the owner's class i is mnist5k's ORDER[i]
@@ -260,3 +260,29 @@ def test_fine_tuning_an_imported_model_keeps_its_convention_and_warns_of_the_lr(
     assert (ckpt["mean"], ckpt["std"]) == ([MEAN] * 3, [STD] * 3)
     proc = run_script(*command, "--lr", "1e-4", "--output", str(tmp_path / "tuned-slowly"))
     assert "warning:" not in proc.stderr
+
+
+class Normalized(nn.Module):
+    """The owner's model as a notebook holds it: [0, 255] images in, its own normalization inside."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net((x / 255 - MEAN) / STD)
+
+
+def test_the_python_api_releases_and_measures_a_module_from_any_directory(owner, tmp_path, monkeypatch):
+    from undistill import api
+    monkeypatch.chdir(tmp_path)  # a notebook's directory, not the repository
+    summary = api.release(Normalized(owner["cnn"]), "topk", k=2, output="topk", workers=0)
+    assert summary["release"] == {"name": "topk", "k": 2} and summary["method"] == "topk"
+    released, _ = checkpoint.load_classifier(tmp_path / "topk" / "checkpoint.pt")
+    with torch.no_grad():
+        expected = owner["cnn"]((owner["test"].float() / 255 - MEAN) / STD)
+        assert torch.equal(released(owner["test"]).argmax(1), expected.argmax(1))
+    measured = api.evaluate(tmp_path / "topk" / "checkpoint.pt", workers=0, cmi_split="none", output="eval.json")
+    assert measured["test"]["acc"] == pytest.approx(summary["best_acc"])
+    with pytest.raises(UserError, match="teacher_api"):
+        api.release(lambda images: images, "topk", output="bad")

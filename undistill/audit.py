@@ -419,7 +419,7 @@ def measure(plan, args, info):
         students.setdefault((attack, setting, arch), {})[seed] = {
             "acc": summary["last_acc"], "best": summary["best_acc"], "val": summary.get("last_val_acc"),
             "queries": summary.get("queries", 0), "kl": clone["kl_to_reference"],
-            "fidelity": 100 * float((z.argmax(1) == z_teacher.argmax(1)).double().mean())}
+            "fidelity": metrics.fidelity(z, z_teacher)}
     chosen = {}  # (attack, arch) -> {seed: the chosen setting's measures, with its name}
     for attack in plan.attacks:
         for arch in plan.archs:
