@@ -255,7 +255,8 @@ def test_fine_tuning_an_imported_model_keeps_its_convention_and_warns_of_the_lr(
                "--batch-size", "40", "--workers", "0", "--quiet")
     proc = run_script(*command, "--output", str(tmp_path / "tuned"))
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: --init")]
-    assert len(warnings) == 1 and "fine-tune with --lr 0.0001" in warnings[0], proc.stderr  # cnn: Adam 1e-3 from scratch
+    # the cnn's from-scratch optimizer: Adam at 1e-3
+    assert len(warnings) == 1 and "fine-tune with --lr 0.0001" in warnings[0], proc.stderr
     ckpt = checkpoint.load(tmp_path / "tuned" / "checkpoint.pt")
     assert (ckpt["mean"], ckpt["std"]) == ([MEAN] * 3, [STD] * 3)
     proc = run_script(*command, "--lr", "1e-4", "--output", str(tmp_path / "tuned-slowly"))

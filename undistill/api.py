@@ -4,8 +4,8 @@ in this process from any working directory, and returns its results as data (doc
 
 A teacher is a checkpoint's path or an nn.Module: a module is imported first (undistill.importer, traced to
 TorchScript into <output>/teacher/: it must take images (N, 3, H, W) of values in [0, 255] and return logits;
-`convention` passes the importer's --mean, --std, --image-size, --channels or --class-order). Bad input raises undistill.UserError, with the one line the
-command would print.
+`convention` passes the importer's --mean, --std, --image-size, --channels or --class-order). Bad input raises
+undistill.UserError, with the one line the command would print.
 """
 import io
 import json
