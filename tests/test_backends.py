@@ -13,8 +13,8 @@ from conftest import ROOT, TINY, killed_and_resumed, run_script
 pytest.importorskip("deepspeed")
 pytest.importorskip("accelerate")
 
-ACCELERATE_CONFIG = str(ROOT / "recipes" / "accelerate" / "cpu_2proc.yaml")
-ZERO2 = str(ROOT / "recipes" / "deepspeed" / "zero2.json")
+ACCELERATE_CONFIG = str(ROOT / "undistill" / "configs" / "accelerate" / "cpu_2proc.yaml")
+ZERO2 = str(ROOT / "undistill" / "configs" / "deepspeed" / "zero2.json")
 TIMING = ("images_per_s", "time_s")
 
 
@@ -164,7 +164,7 @@ def test_precision_comes_from_the_backend_config(monkeypatch):
 
     from undistill import UserError
     from undistill.backends import resolve_precision
-    bf16 = ROOT / "recipes" / "deepspeed" / "zero2_bf16.json"
+    bf16 = ROOT / "undistill" / "configs" / "deepspeed" / "zero2_bf16.json"
     assert resolve_precision(Namespace(backend="deepspeed", deepspeed_config=bf16, precision="auto")) == "bf16"
     assert resolve_precision(Namespace(backend="deepspeed", deepspeed_config=ZERO2, precision="auto")) == "fp32"
     with pytest.raises(UserError, match="contradicts"):

@@ -103,7 +103,25 @@ def bad_input(kind, where, run, good):
     if kind == "no-runs":
         (where / "runs").mkdir()
         return where / "runs"
+    if kind in CLAIMS:  # a checkpoint whose fields claim something its tensors or sane bounds deny
+        torch.save(dict(torch.load(good, weights_only=True), **CLAIMS[kind]), where / f"{kind}.pt")
+        return where / f"{kind}.pt"
+    if kind == "pickled-module":
+        torch.save(torch.nn.Linear(2, 2), where / "module.pt")
+        return where / "module.pt"
+    if kind == "class-order":
+        (where / "order.txt").write_text("0\n0\n1\n")
+        return where / "order.txt"
     return malformed(kind, good, where)  # a checkpoint; an unknown kind ("missing") is a path that does not exist
+
+
+CLAIMS = {
+    "huge-classes": {"num_classes": 10 ** 9}, "huge-size": {"image_size": 10 ** 6},
+    "zero-std": {"std": [0.0] * 3}, "nan-mean": {"mean": [float("nan")] * 3}, "mean-of-two": {"mean": [0.5] * 2},
+    "bad-class-order": {"input": {"class_order": [0] * 10}}, "bad-input": {"input": {"channels": 2}},
+    "huge-release-k": {"release": {"name": "topk", "k": 10 ** 9}},
+    "broken-script": {"arch": "torchscript", "state_dict": {"script": torch.zeros(16, dtype=torch.uint8)}},
+}
 
 
 CORRUPT = "{bad} is corrupt or not a trusted tensor file"
@@ -171,6 +189,31 @@ CASES = [
         "--weights {bad}: its weights do not fit cnn with 10 classes", bad="other-weights"),
     *[row(f"evaluate-{kind}", EVALUATE, fragment, bad=kind) for kind, fragment, _ in CHECKPOINTS
       if kind in ("text", "missing")],
+    # checkpoints claiming what their tensors or sane bounds deny, for every reader; an import of a hostile file
+    row("teacher-huge-classes", [*DISTILL, "--attack", "kd", "--teacher", "{bad}", "--overwrite"],
+        "checkpoint {bad} claims 1000000000 classes", bad="huge-classes"),
+    row("adversary-huge-size", [*TRAIN, "--defense", "nasty", "--adversary", "{bad}", "--overwrite"],
+        "checkpoint {bad} claims 1000000px images", bad="huge-size"),
+    row("from-zero-std", [*TRAIN, "--defense", "stingy", "--from", "{bad}", "--overwrite"],
+        "checkpoint {bad} claims a std [0.0, 0.0, 0.0]", bad="zero-std"),
+    row("evaluate-nan-mean", EVALUATE, "checkpoint {bad} claims a mean [nan, nan, nan]", bad="nan-mean"),
+    row("teacher-mean-of-two", [*DISTILL, "--attack", "kd", "--teacher", "{bad}"],
+        "checkpoint {bad} claims a mean [0.5, 0.5]", bad="mean-of-two"),
+    row("teacher-bad-class-order", [*DISTILL, "--attack", "kd", "--teacher", "{bad}", "--resume"],
+        "claims a class order that is not a permutation of its 10 classes", bad="bad-class-order"),
+    row("from-bad-input", [*TRAIN, "--defense", "topk", "--from", "{bad}", "--overwrite"],
+        "checkpoint {bad} claims 2 input channels (1 or 3)", bad="bad-input"),
+    row("teacher-huge-release-k", [*DISTILL, "--attack", "kd", "--teacher", "{bad}", "--overwrite"],
+        "a top-1000000000 release of a teacher with 10 classes: k is at most the classes", bad="huge-release-k"),
+    row("evaluate-broken-script", EVALUATE, "checkpoint {bad}: its TorchScript module cannot be loaded",
+        bad="broken-script"),
+    row("audit-huge-classes", ["-m", "undistill.audit", "{bad}", "--output", "{run}/audit"],
+        "checkpoint {bad} claims 1000000000 classes", bad="huge-classes"),
+    row("import-pickled-module", ["-m", "undistill.importer", "{bad}", "--output", "{run}"],
+        "pass --trust-pickle if you trust the file", bad="pickled-module"),
+    row("import-class-order", ["-m", "undistill.importer", "{run}/checkpoint.pt", "--arch", "cnn", "--class-order",
+                               "{bad}", "--output", "{run}/imported"], "is not a permutation of 0..9",
+        bad="class-order"),
     # report over damaged or missing summaries (its --csv would land in the run if it wrote one)
     row("report-garbage-summary", ["-m", "undistill.report", "{bad}", "--csv", "{run}/table.csv"],
         "cannot read {bad}/run/summary.json as JSON", bad="garbage-summary"),

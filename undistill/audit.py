@@ -219,17 +219,18 @@ def make_plan(args):
     share = args.share or budget.share
     epochs, milestones = schedule(record, budget, args.epochs)
     archs = args.student_arch or [record.arch]
-    out = args.output or Path("runs") / f"audit-{args.teacher.resolve().parent.name}"
+    # the students' commands run in the package's directory: every path they get is absolute
+    out = (args.output or Path("runs") / f"audit-{args.teacher.resolve().parent.name}").absolute()
     releases = {}
     for spec in args.release:
         name = spec.split(":")[0]
         if name != "full" and methods.get("defense", name).release is None:
             raise UserError(f"--release {spec}: {name} is not a release (choose full or one of "
                             f"{', '.join(m for m in methods.names('defense') if methods.get('defense', m).release)})")
-        releases[spec] = args.teacher if name == "full" else out / "releases" / spec.replace(":", "_") / \
-            "checkpoint.pt"
+        releases[spec] = args.teacher.absolute() if name == "full" else \
+            out / "releases" / spec.replace(":", "_") / "checkpoint.pt"
     seeds = list(budget.seeds) if args.seeds is None else options.parse_seeds(args.seeds, "--seeds")
-    plan = Plan(args.teacher, out, record, releases, archs, seeds, epochs, milestones, share)
+    plan = Plan(args.teacher.absolute(), out, record, releases, archs, seeds, epochs, milestones, share)
     rows = [a for spec in releases for a in attacks_for(spec, record, budget, share, all(map(has_stages, archs)))]
     chosen = rows
     if args.attacks:
@@ -276,7 +277,7 @@ def run_of(attack, setting, arch, seed, plan, args, out):
 
 
 def data_option(args):
-    return ["--data-dir", str(args.data_dir)] if args.data_dir else []
+    return ["--data-dir", str(args.data_dir.absolute())] if args.data_dir else []
 
 
 def measured_step(plan, device):
@@ -308,7 +309,7 @@ def measured_start():
     """Seconds a student's process takes before its first step (Python, torch and the entry script imported),
     measured here."""
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import distill_student"], cwd=cells.ROOT, check=True)
+    subprocess.run([sys.executable, "-c", "import undistill.distill_student"], check=True)
     return time.perf_counter() - began
 
 
@@ -418,7 +419,7 @@ def measure(plan, args, info):
         students.setdefault((attack, setting, arch), {})[seed] = {
             "acc": summary["last_acc"], "best": summary["best_acc"], "val": summary.get("last_val_acc"),
             "queries": summary.get("queries", 0), "kl": clone["kl_to_reference"],
-            "fidelity": 100 * float((z.argmax(1) == z_teacher.argmax(1)).double().mean())}
+            "fidelity": metrics.fidelity(z, z_teacher)}
     chosen = {}  # (attack, arch) -> {seed: the chosen setting's measures, with its name}
     for attack in plan.attacks:
         for arch in plan.archs:
@@ -732,5 +733,10 @@ def claim(plan, args):
     runs.write_json(marker, ours)
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """The command line (`python -m undistill.audit`, `undistill audit`), with `argv` or sys.argv's."""
+    distributed.run(main, parse_args(argv), again="give the same command again: the finished students are kept")
+
+
 if __name__ == "__main__":
-    distributed.run(main, parse_args(), again="give the same command again: the finished students are kept")
+    cli()

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import UserError, require
 
-DEFAULT_DEEPSPEED_CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "deepspeed" / "zero2.json"
+DEFAULT_DEEPSPEED_CONFIG = Path(__file__).resolve().parent / "configs" / "deepspeed" / "zero2.json"
 
 
 def add_arguments(group):

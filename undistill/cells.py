@@ -21,7 +21,9 @@ from tqdm import tqdm
 
 from . import UserError, launch
 
-ROOT = Path(__file__).resolve().parents[1]
+
+
+ENTRY_SCRIPTS = ("train_teacher.py", "distill_student.py")  # cells name them so; they run as the package's modules
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,9 @@ def state(out, epochs):
 
 
 def script(name):
-    """The entry script's module (train_teacher or distill_student), imported from the repository root."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    return importlib.import_module(Path(name).stem)
+    """The entry script's module (train_teacher.py or distill_student.py: undistill.train_teacher or
+    undistill.distill_student)."""
+    return importlib.import_module(f"undistill.{Path(name).stem}")
 
 
 def execute(command, log, jobs=1, nproc=1, processes=None):
@@ -68,13 +69,16 @@ def execute(command, log, jobs=1, nproc=1, processes=None):
     prefix = [sys.executable] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     threads = max(1, (os.cpu_count() or 1) // (jobs * nproc))
+    entry = list(command[:1])
+    if command[0] in ENTRY_SCRIPTS:  # the entry script's module: a checkout's or an installed one
+        entry = ["-m" if nproc == 1 else "--module", f"undistill.{Path(command[0]).stem}"]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+               PYTHONPATH=os.pathsep.join(filter(None, [str(launch.IMPORTED_FROM), os.environ.get("PYTHONPATH")])))
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
         f.write(f"$ {' '.join(command)}\n")
         f.flush()
-        proc = (processes or Processes()).start(prefix + command, cwd=ROOT, env=env, stdout=f,
+        proc = (processes or Processes()).start(prefix + entry + list(command[1:]), env=env, stdout=f,
                                                  stderr=subprocess.STDOUT)
         if proc is None:
             return None

@@ -7,14 +7,24 @@ A checkpoint is a dict of plain types and tensors (so it loads with `weights_onl
     release (None, or for a released teacher the release's name and the settings of its transform, e.g.
     {"name": "stingy", "ratio", "variant"}, {"name": "rounded", "decimals"}: methods.release_transform reads it),
     heads (auxiliary heads the network carries, or None), epoch, metrics, state_dict (the bare network, no DDP
-    prefix)
+    prefix; for arch "torchscript", an imported TorchScript module's file as one uint8 tensor, "script"),
+    input (an imported model's input convention, models.Classifier's `owner`, or None)
 and, in a run's resumable `checkpoint.pt`, also optimizer, best_acc, args and the method's own state (task).
 """
+import contextlib
+import io
+import math
+import warnings
+
 import torch
 
 from . import UserError, methods, models, runs
 
 FORMAT = "undistill/1"
+IMPORT = "python -m undistill.importer"
+TORCHSCRIPT = "torchscript"  # the arch of an imported TorchScript module: a black box, forward only
+# What a checkpoint may claim, checked before anything is built from it: a file is untrusted input
+MAX_CLASSES, MAX_IMAGE_SIZE = 100_000, 4096
 
 
 def save(payload, path):
@@ -31,23 +41,75 @@ def load(path):
     ckpt = runs.load_tensors(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not an undistill checkpoint (no format={FORMAT!r}); "
-                        "plain state_dicts go through --weights")
+                        f"plain state_dicts go through --weights, or become a checkpoint with {IMPORT}")
     for field, kind in FIELDS.items():
         if not isinstance(ckpt.get(field), kind):
             raise UserError(f"checkpoint {path} is malformed: its {field!r} is missing or not a {kind.__name__} "
                             "(rewrite it with train_teacher.py or distill_student.py)")
+    check_claims(ckpt, f"checkpoint {path}")
     return ckpt
+
+
+def check_claims(ckpt, where):
+    """What a checkpoint says about its model, within sane bounds and consistent with itself: a hostile file is one
+    UserError, never a huge allocation or a model built from nonsense."""
+    def bad(what):
+        return UserError(f"{where} claims {what}: rewrite it with train_teacher.py, distill_student.py or {IMPORT}")
+
+    if not 1 <= ckpt["num_classes"] <= MAX_CLASSES:
+        raise bad(f"{ckpt['num_classes']} classes (1 to {MAX_CLASSES})")
+    if not 1 <= ckpt["image_size"] <= MAX_IMAGE_SIZE:
+        raise bad(f"{ckpt['image_size']}px images (1 to {MAX_IMAGE_SIZE})")
+    owner = ckpt.get("input") or {}
+    if not isinstance(owner, dict) or set(owner) - {"image_size", "channels", "class_order"}:
+        raise bad(f"an input convention {owner!r} (image_size, channels, class_order)")
+    size = owner.get("image_size")
+    if size is not None and not (type(size) is int and 1 <= size <= MAX_IMAGE_SIZE):
+        raise bad(f"an input size {size!r} (1 to {MAX_IMAGE_SIZE})")
+    if owner.get("channels", 3) not in (1, 3):
+        raise bad(f"{owner['channels']!r} input channels (1 or 3)")
+    check_normalization(ckpt["mean"], ckpt["std"], owner.get("channels", 3), bad)
+    order = owner.get("class_order")
+    if order is not None and not (isinstance(order, list) and all(type(i) is int for i in order)
+                                  and sorted(order) == list(range(ckpt["num_classes"]))):
+        raise bad(f"a class order that is not a permutation of its {ckpt['num_classes']} classes")
+
+
+def check_normalization(mean, std, channels, bad):
+    """`bad(what)`: the UserError to raise. One finite mean and a positive finite std per input channel."""
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) != channels or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            raise bad(f"a {name} {values!r} (one finite number per input channel: {channels})")
+    if not all(v > 0 for v in std):
+        raise bad(f"a std {std!r} (positive numbers)")
 
 
 def load_classifier(path):
     """The checkpoint as a frozen Classifier in eval mode (normalization and release transform included), and
     its dict."""
     ckpt = load(path)
-    net = models.build(ckpt["arch"], ckpt["num_classes"], heads=ckpt.get("heads"))
-    models.load_weights(net, ckpt["state_dict"], f"checkpoint {path}", ckpt["arch"], ckpt["num_classes"])
+    if ckpt["arch"] == TORCHSCRIPT:
+        net = load_script(ckpt["state_dict"].get("script"), f"checkpoint {path}")
+    else:
+        net = models.build(ckpt["arch"], ckpt["num_classes"], heads=ckpt.get("heads"))
+        models.load_weights(net, ckpt["state_dict"], f"checkpoint {path}", ckpt["arch"], ckpt["num_classes"])
     transform = methods.release_transform(ckpt.get("release"), ckpt["num_classes"], f"checkpoint {path}")
-    model = models.Classifier(net, ckpt["mean"], ckpt["std"], transform)
+    model = models.Classifier(net, ckpt["mean"], ckpt["std"], transform, ckpt.get("input"))
     return model.eval().requires_grad_(False), ckpt
+
+
+def load_script(script, where):
+    """An imported TorchScript module, from its file's bytes (a uint8 tensor, so the checkpoint stays weights_only
+    loadable). TorchScript runs no Python: its code is the TorchScript interpreter's."""
+    if not isinstance(script, torch.Tensor) or script.dtype != torch.uint8 or script.dim() != 1:
+        raise UserError(f"{where}: its TorchScript module is missing (state_dict['script'], a uint8 tensor): "
+                        f"import it again with {IMPORT}")
+    try:
+        with quiet_jit():
+            return torch.jit.load(io.BytesIO(script.numpy().tobytes()), map_location="cpu")
+    except Exception as e:  # a damaged archive raises a different type per damage
+        raise UserError(f"{where}: its TorchScript module cannot be loaded ({str(e).strip().splitlines()[0][:120]}):"
+                        f" import it again with {IMPORT}") from None
 
 
 def describe(info, arch, role, method, settings, release=None, heads=None, access=None):
@@ -56,6 +118,32 @@ def describe(info, arch, role, method, settings, release=None, heads=None, acces
     return dict(format=FORMAT, arch=arch, num_classes=info.num_classes, dataset=info.name,
                 image_size=info.image_size, mean=list(info.mean), std=list(info.std), role=role, method=method,
                 settings=runs.plain(settings), access=access, release=release, heads=heads)
+
+
+@contextlib.contextmanager
+def quiet_jit():
+    """torch 2.9+ deprecates torch.jit for torch.export, which reads no TorchScript file: its warning tells the
+    owner of one nothing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+def carried(ckpt):
+    """What a model derived from `ckpt` without training (a release) keeps of it: how it reads its images."""
+    return {k: ckpt.get(k) for k in ("mean", "std", "input")}
+
+
+def convention(weights):
+    """How the model of --weights reads its images (carried: mean, std, input) where it is a checkpoint of this
+    project, so that fine-tuning an imported model keeps its owner's convention; {} for none or a plain
+    state_dict."""
+    if weights is None:
+        return {}
+    state = runs.load_tensors(weights, "--weights")
+    if not (isinstance(state, dict) and state.get("format") == FORMAT):
+        return {}
+    return carried(load(weights))
 
 
 def check_compatible(ckpt, info, what):

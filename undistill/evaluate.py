@@ -21,7 +21,6 @@ writes an infinite NLL or KL as `Infinity` (which Python reads back).
 """
 import argparse
 import math
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -181,5 +180,10 @@ def summary(result, info, out):
     return "\n".join(lines)
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """The command line (`python -m undistill.evaluate`, `undistill evaluate`), with `argv` or sys.argv's."""
+    distributed.run(main, parse_args(argv))
+
+
 if __name__ == "__main__":
-    distributed.run(main, parse_args(sys.argv[1:]))
+    cli()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import UserError, checkpoint, datasets, distributed, methods, options, require, runs
 
-ROOT = Path(__file__).resolve().parents[1]
+IMPORTED_FROM = Path(__file__).resolve().parents[1]  # the directory undistill is imported from, for child processes
 SIGNAL_DELAY_S = 120  # time between the warning signal and the kill: enough to leave a step and requeue
 
 
@@ -133,7 +133,7 @@ def submit_runs(args, elements, name, job_dir):
         slurm_signal_delay_s=SIGNAL_DELAY_S, slurm_array_parallelism=args.array_parallelism,
         slurm_additional_parameters=sbatch_directives(args.sbatch))
     # the job unpickles undistill.launch.ScriptJob: sbatch and the local executor pass this environment on
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    pythonpath = os.pathsep.join(filter(None, [str(IMPORTED_FROM), os.environ.get("PYTHONPATH")]))
     try:
         with submitit.helpers.environment_variables(PYTHONPATH=pythonpath), executor.batch():
             jobs = [executor.submit(ScriptJob(main, run, argv)) for main, run, argv, _ in elements]

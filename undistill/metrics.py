@@ -97,6 +97,11 @@ def accuracy(logits, y):
     return 100.0 * float((logits.argmax(1) == y.to(logits.device)).double().mean())
 
 
+def fidelity(logits, ref_logits):
+    """Agreement in percent: 100 * mean(argmax_c z_c == argmax_c z_ref,c) (a clone's with the model it copies)."""
+    return 100 * float((logits.argmax(1) == ref_logits.argmax(1)).double().mean())
+
+
 def ece(probs, y, bins=15):
     """Expected calibration error in [0, 1]: sum_b |B_b| / N * |acc_b - conf_b|, confidence = max_c p_c, `bins`
     equal-width bins over (0, 1]."""

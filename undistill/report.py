@@ -213,5 +213,10 @@ def main(args):
         write_csv(rows, args.csv)
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """The command line (`python -m undistill.report`, `undistill report`), with `argv` or sys.argv's."""
+    distributed.run(main, parse_args(argv))
+
+
 if __name__ == "__main__":
-    distributed.run(main, parse_args())
+    cli()

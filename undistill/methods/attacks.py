@@ -176,7 +176,7 @@ class Decoded(Supervised):
         checkpoints = run.queried.checkpoints
         self.decode = release_decoder(checkpoints[0].get("release")) if len(checkpoints) == 1 else None
         if self.decode is None:
-            raise UserError(f"--attack adaptive reads a release's answers through its decoding: {run.queried.paths[0]}"
+            raise UserError(f"--attack adaptive reads a release's answers through its decoding: {run.queried.name}"
                             " is not a single release that has one (topk, rounded, label, reverse-sigmoid, noise); "
                             "use --attack kd")
 

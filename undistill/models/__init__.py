@@ -6,8 +6,10 @@ black box.
 """
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torchvision.transforms.v2.functional import rgb_to_grayscale
 
 from .. import UserError, runs
 from .cifar import CIFAR_MODELS
@@ -76,16 +78,34 @@ def load_weights(net, state, source, arch, num_classes):
 
 class Classifier(nn.Module):
     """uint8 (or [0, 255] float) images -> logits, with the dataset's normalization and an optional release
-    transform (a function of the logits, e.g. a stingy sparsifier) applied to every output."""
+    transform (a function of the logits, e.g. a stingy sparsifier) applied to every output.
 
-    def __init__(self, net, mean, std, release=None):
+    `owner`: an imported model's input convention (checkpoint field "input", undistill.importer), so that it sees
+    what it was trained on: `image_size` (images resized to it, bilinear with antialiasing), `channels` (1: the
+    luminance of RGB), `class_order` (the owner's class i is the dataset's class_order[i]: its logits reordered
+    to the dataset's). None: the dataset's images and classes as they are."""
+
+    def __init__(self, net, mean, std, release=None, owner=None):
         super().__init__()
         self.net, self.release = net, release
+        owner = owner or {}
+        self.size, self.gray = owner.get("image_size"), owner.get("channels") == 1
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
+        order = owner.get("class_order")
+        # the dataset's class j is the owner's class inverse[j]
+        inverse = None if order is None else torch.argsort(torch.tensor(order))
+        self.register_buffer("inverse", inverse, persistent=False)
 
     def forward(self, x):
-        logits = self.net((x.float() - self.mean) / self.std)
+        x = x.float()
+        if self.size is not None and x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        if self.gray:
+            x = rgb_to_grayscale(x)
+        logits = self.net((x - self.mean) / self.std)
+        if self.inverse is not None:
+            logits = logits[:, self.inverse]
         return self.release(logits) if self.release is not None else logits
 
 
