@@ -72,6 +72,7 @@ def student(trained, ce_teacher):
         "--output", str(out)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["deepspeed", "accelerate"])
 def test_backend_trains_both_scripts_as_ddp_does(backend, teacher, student):
     for trained_by in (teacher, student):
@@ -89,6 +90,7 @@ def test_backend_trains_both_scripts_as_ddp_does(backend, teacher, student):
             assert torch.allclose(weights(ours)[name].float(), tensor.float(), atol=1e-4), name
 
 
+@pytest.mark.slow
 def test_deepspeed_checkpoint_converts_and_serves_as_teacher(teacher, tmp_path):
     out = teacher("deepspeed")  # ZeRO-2
     assert [p.name for p in (out / "deepspeed").glob("epoch*")] == ["epoch2"]  # the previous epoch's shards are gone
@@ -148,6 +150,7 @@ def uninterrupted(trained):
 
 
 # two kills per backend, each at a random moment within a second after the first checkpoint
+@pytest.mark.slow
 @pytest.mark.parametrize("trial", range(2))
 @pytest.mark.parametrize("backend", ["ddp", "deepspeed", "accelerate"])
 def test_sigkill_then_resume_equals_uninterrupted_run(backend, trial, uninterrupted, tmp_path):

@@ -35,6 +35,7 @@ def table_rows(markdown):
             if line.startswith("| ") and not line.startswith("|---")]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)  # every step of the check, at tiny size: about 2 minutes alone on 2 cores, more beside others
 def test_gpu_check_smoke_writes_every_table(tmp_path):
     out = tmp_path / "check"

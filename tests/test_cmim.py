@@ -97,6 +97,7 @@ def test_a_cmim_step_observes_its_outputs_into_the_centroids():
     assert torch.equal(task.state_dict()["centroids"]["q"], task.centroids.q)
 
 
+@pytest.mark.slow
 def test_centroids_agree_across_two_torchrun_ranks(tmp_path):
     run_script("tests/centroids_worker.py", str(tmp_path), nproc=2)
     q0, q1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))

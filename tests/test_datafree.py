@@ -203,6 +203,7 @@ def test_data_free_students_train_as_white_box_attacks(attack, which, ce_teacher
     assert [r["access"] for r in rows] == ["white-box"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", ["dafl", "deepinversion"])
 def test_sigkill_then_resume_equals_uninterrupted_run(attack, ce_teacher, tmp_path):
     argv = [sys.executable, "distill_student.py", *QUICK, *(DAFL if attack == "dafl" else INVERSION), "--teacher",
@@ -226,6 +227,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(attack, ce_teacher, tmp_pa
     assert strip("whole") == strip("killed")
 
 
+@pytest.mark.slow
 def test_a_module_trained_beside_the_model_gets_the_ranks_mean_gradient(tmp_path):
     run_script("tests/beside_worker.py", str(tmp_path), nproc=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
@@ -239,6 +241,7 @@ def test_a_module_trained_beside_the_model_gets_the_ranks_mean_gradient(tmp_path
                                                                                     ranks[1]["bias"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", ["dafl", "deepinversion"])
 def test_data_free_students_under_torchrun_with_two_processes(attack, ce_teacher, tmp_path):
     out = tmp_path / attack

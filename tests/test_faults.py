@@ -177,6 +177,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_blocks_no_resume(tmp_path, mo
     assert [h["epoch"] for h in runs.read_metrics(out)] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_write_failing_on_rank_0_stops_every_rank_with_one_line(tmp_path):
     out = tmp_path / "run"
     (out / ".metrics.jsonl.tmp").mkdir(parents=True)  # rank 0 alone writes the run: its first metrics fail

@@ -49,6 +49,7 @@ def strip_timing(run_dir):
             for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_slurm_local_trains_with_two_gloo_tasks(tmp_path):
     out = tmp_path / "run"
     proc = run_script("train_teacher.py", *TINY, "--epochs", "1", "--device", "cpu", "--output", str(out),
@@ -139,6 +140,7 @@ def task_pids(controller_pid):
     return pids
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the job's task through /proc")
 def test_preempted_job_is_requeued_and_resumes_exactly(tmp_path, monkeypatch):
     argv = [*TINY, "--subset", "100", "--epochs", "4", "--opt", "sgd", "--lr", "0.05", "--milestones", "2"]
@@ -164,6 +166,7 @@ def test_preempted_job_is_requeued_and_resumes_exactly(tmp_path, monkeypatch):
     assert strip_timing(out) == strip_timing(tmp_path / "full")
 
 
+@pytest.mark.slow
 def test_an_audit_submits_its_cells_as_one_array(ce_teacher, tmp_path, fake_slurm, capsys):
     from undistill import audit
     out = tmp_path / "audit"

@@ -221,6 +221,7 @@ def test_non_finite_loss_stops_with_a_clear_error(ce_teacher, tmp_path):
     assert not (tmp_path / "nan" / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 def test_both_scripts_under_torchrun_with_two_processes(ce_teacher, tmp_path):
     for script, extra in (("train_teacher.py", []), ("distill_student.py", ["--attack", "kd", "--teacher",
                                                                              str(ce_teacher)])):
@@ -233,6 +234,7 @@ def test_both_scripts_under_torchrun_with_two_processes(ce_teacher, tmp_path):
         assert accuracy_on_test_split(model) == pytest.approx(reported)
 
 
+@pytest.mark.slow
 def test_skeptical_student_under_torchrun_through_its_delay(ce_teacher, tmp_path):
     # Before the delay only the final head has a loss: DDP still needs every head in the graph.
     out = tmp_path / "skeptical"
@@ -255,6 +257,7 @@ def test_kd_student_trains_with_the_gpu_loader(ce_teacher, tmp_path):
     assert summary["args"]["loader"] == "gpu" and len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_compiled_kd_student_matches_eager_and_saves_plain_weights(ce_teacher, tmp_path):
     # In-process runs would share torch.compile's caches with other tests: a subprocess starts clean.
     runs = {}
