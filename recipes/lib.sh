@@ -6,10 +6,13 @@
 #   searched NAME SCRIPT OPTIONS... a student whose attack searches the settings OPTIONS leave open (Method.search;
 #                                 HTC's tau and m), each seed choosing on a validation split of its training images
 #                                 and training its choice again on all of them (undistill.recipe)
-#   run_cells                     runs the cells declared since the last run_cells (finished ones are skipped,
-#                                 unfinished ones resumed), then forgets them
+#   run_cells [SEEDS]             runs the cells declared since the last run_cells (finished ones are skipped,
+#                                 unfinished ones resumed), then forgets them; SEEDS (e.g. 0) in place of $SEEDS
+#                                 for this stage: teachers of one seed that the students of every seed read
 #   table LAYOUT.toml             writes $OUT/<layout name>.md and .json: the paper's table, ours beside its numbers
 #   evaluate OPTIONS...           python -m undistill.evaluate OPTIONS (a measure of trained checkpoints)
+#   report                        $OUT/verdict.md and .csv: python -m undistill.report over every run in $OUT
+#   audit OPTIONS...              python -m undistill.audit OPTIONS (every attack on one teacher)
 #   $(arch NAME)                  the architecture a teacher named NAME trains as (see arch below)
 #   figure curve|history LAYOUT.toml   $OUT/<layout name>.png: the layout's runs as the paper's line plot
 #   figure responses|tsne|inverted NAME OPTIONS...   $OUT/NAME.png: trained models' softmax outputs, the t-SNE of
@@ -81,7 +84,7 @@ searched() {
 }
 
 run_cells() {
-    _ask recipe run "$_cells" "${_run[@]}"
+    _ask recipe run "$_cells" "${_run[@]}" ${1:+--seeds "$1"}
     : > "$_cells"
 }
 
@@ -91,6 +94,14 @@ table() {
 
 evaluate() {
     _ask evaluate "$@"
+}
+
+report() {
+    _ask report "$OUT" --markdown "$OUT/verdict.md" --csv "$OUT/verdict.csv"
+}
+
+audit() {
+    _ask audit "$@"
 }
 
 # Two smoke steps leave a ResNet-50's BatchNorm statistics unsettled and its eval-mode logits overflow, so nasty

@@ -28,7 +28,10 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
 # named here share none with their module and take minutes of one core each (the recipes' smoke runs): each is a
 # unit of its own, so that both workers take them instead of one holding them all to the end.
 SPREAD = ("test_every_recipe_runs_in_smoke_mode_and_writes_the_papers_table",
-          "test_a_killed_recipe_continues_to_the_table_of_an_uninterrupted_one")
+          "test_a_killed_recipe_continues_to_the_table_of_an_uninterrupted_one",
+          "test_a_proxys_teachers_train_for_seed_0_alone_and_its_students_of_every_seed_read_them",
+          "test_the_scm_tool_trains_the_sequence_each_against_the_last_then_the_student_of_all",
+          "test_the_multinode_tool_runs_a_script_under_torchrun_on_one_node")
 # The longest modules, longest first: the workers take the units in collection order, so that they finish together.
 LONGEST_FIRST = ("test_recipes.py", "test_backends.py", "test_audit.py", "test_slurm.py", "test_datafree.py",
                  "test_scripts.py", "test_ffcv.py", "test_launch.py", "test_faults.py", "test_imagenet.py")

@@ -12,7 +12,7 @@ def setup_commands():
 
 def test_the_readme_has_two_setup_commands_and_ci_runs_the_test_command_as_written():
     quickstart, tests = setup_commands()
-    assert quickstart.endswith("bash recipes/quickstart.sh") and tests.endswith("-m pytest -q")
+    assert quickstart.endswith("bash recipes/quickstart/quickstart.sh") and tests.endswith("-m pytest -q")
     assert quickstart.split(" && ")[0] == tests.split(" && ")[0]  # one install for both
     ci = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()]
     assert tests in ci and ci[-1] == tests  # the last thing CI does decides its result

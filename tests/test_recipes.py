@@ -2,9 +2,11 @@
 PNG of the numbers the table beside it holds); a killed recipe continues to the same table; the table's numbers are
 the runs' means, differences and paired intervals with their outcomes; a searched cell chooses its setting on its
 validation split; a real run's cell is a process of its own."""
+import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,8 +16,16 @@ from PIL import Image
 
 from undistill import UserError, datasets, recipe, recipe_figures
 
+from conftest import TINY
+
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted(p.relative_to(ROOT / "recipes") for p in (ROOT / "recipes").glob("*/*.sh"))
+# Every script below recipes/ but the words they source (lib.sh) and the tools (tested on their own)
+RECIPES = sorted(p.relative_to(ROOT / "recipes") for p in (ROOT / "recipes").glob("**/*.sh")
+                 if p.name != "lib.sh" and p.parent.name != "tools")
+# The arguments a recipe needs beyond its run directory: values as in its results file
+ARGUMENTS = {"proxies/cifar10_proxy_sweep.sh": ["nasty", "omega", "0.1"],
+             "proxies/cifar10_proxy_htc_grid.sh": ["stingy", "50 1 0.9", "20 5 0.9"]}
+FAST = "nasty_teacher/fig1.sh"  # the one recipe `-m "not slow"` runs: two teachers and a figure
 
 
 # A recipe's runs take the threads conftest gives this process (under xdist, its share of the cores)
@@ -23,19 +33,25 @@ SMOKE = dict(os.environ, SMOKE="1", SEEDS="0", PYTHONPATH=str(ROOT))
 
 
 def smoke(script, out):
-    return subprocess.run(["bash", str(ROOT / "recipes" / script), str(out)], cwd=ROOT, env=SMOKE,
-                          capture_output=True, text=True, timeout=1800)
+    return subprocess.run(["bash", str(ROOT / "recipes" / script), str(out), *ARGUMENTS.get(str(script), [])],
+                          cwd=ROOT, env=SMOKE, capture_output=True, text=True, timeout=1800)
 
 
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize("script", RECIPES, ids=str)
+@pytest.mark.parametrize("script", [s if str(s) == FAST else pytest.param(s, marks=pytest.mark.slow)
+                                    for s in RECIPES], ids=str)
 def test_every_recipe_runs_in_smoke_mode_and_writes_the_papers_table(script, tmp_path):
     done = smoke(script, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert not (tmp_path / "logs").exists()  # the tiny cells ran in the recipe's one process: no log of their own
-    written = sorted(p.stem for p in tmp_path.glob("*.md"))
+    if (tmp_path / "verdict.md").exists():  # a proxy's table: the report's
+        assert_reports_every_student(tmp_path)
+    written = sorted(p.stem for p in tmp_path.glob("*.md") if p.stem != "verdict")
+    if script.parts[0] == "proxies" and "loaders" in script.name:  # its table: a line per student and seed
+        assert sum(" loader " in line for line in done.stdout.splitlines()) == 4 * len(SMOKE["SEEDS"].split(","))
+        return
     drawn = sorted(tmp_path.glob("*.png"))
-    assert written or drawn, f"{script} writes no table and no figure"
+    assert written or drawn or (tmp_path / "verdict.md").exists(), f"{script} writes no table and no figure"
     for png in drawn:  # a real image of the numbers the table beside it holds
         with Image.open(png) as image:
             assert image.format == "PNG" and min(image.size) >= 400, (png.name, image.format, image.size)
@@ -59,6 +75,70 @@ def test_every_recipe_runs_in_smoke_mode_and_writes_the_papers_table(script, tmp
             assert all(e["ours"] is not None for e in row["entries"]), (name, row["label"])
         text = (tmp_path / f"{name}.md").read_text()
         assert all(f"{label} (paper)" in text for _, label in layout["columns"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_proxys_teachers_train_for_seed_0_alone_and_its_students_of_every_seed_read_them(tmp_path):
+    env = dict(SMOKE, SEEDS="0,1")
+    done = subprocess.run(["bash", str(ROOT / "recipes/proxies/cifar10_cpu_proxy.sh"), str(tmp_path)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("ce", "nasty", "stingy"):
+        assert sorted(p.name for p in (tmp_path / "teachers" / name).iterdir()) == ["s0"]
+        for seed in (0, 1):
+            student = json.loads((tmp_path / "students" / f"kd-from-{name}" / f"s{seed}" / "summary.json").read_text())
+            assert student["args"]["seed"] == seed
+            assert student["settings"]["teacher"] == str(tmp_path / "teachers" / name / "s0" / "checkpoint.pt")
+    with open(tmp_path / "verdict.csv") as f:  # the students' two seeds, paired with the LS students of theirs
+        assert [int(r["seeds"]) for r in csv.DictReader(f)] == [2, 2, 2]
+
+
+@pytest.mark.slow
+def test_the_scm_tool_trains_the_sequence_each_against_the_last_then_the_student_of_all(ce_teacher, tmp_path):
+    tiny = [*TINY, "--epochs", "1"]
+    done = subprocess.run(["bash", str(ROOT / "recipes/tools/scm_sequence.sh"), str(tmp_path), "3", str(ce_teacher),
+                           *tiny, "--", *tiny, "--seed", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sequence = [str(ce_teacher), str(tmp_path / "s2" / "checkpoint.pt"), str(tmp_path / "s3" / "checkpoint.pt")]
+    for i in (2, 3):  # S^i: a nasty teacher against S^(i-1)
+        settings = json.loads((tmp_path / f"s{i}" / "summary.json").read_text())["settings"]
+        assert settings["adversary"] == sequence[i - 2]
+    student = json.loads((tmp_path / "student-s1" / "summary.json").read_text())
+    assert student["method"] == "scm" and student["settings"]["teacher"] == sequence
+    assert student["args"]["seed"] == 1
+    missing = subprocess.run(["bash", str(ROOT / "recipes/tools/scm_sequence.sh"), str(tmp_path / "x"), "2",
+                              str(tmp_path / "none.pt")], cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ") and not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_the_multinode_tool_runs_a_script_under_torchrun_on_one_node(tmp_path):
+    with socket.socket() as s:  # a free port for the c10d rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = subprocess.run(["bash", str(ROOT / "recipes/tools/multinode_torchrun.sh"), "1", "1", f"127.0.0.1:{port}",
+                           "check", "train_teacher.py", *TINY, "--epochs", "1", "--device", "cpu", "--output",
+                           str(tmp_path / "ce")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("done:") == 1
+    summary = json.loads((tmp_path / "ce" / "summary.json").read_text())
+    assert summary["role"] == "teacher" and summary["epochs"] == 1
+
+
+def assert_reports_every_student(out):
+    """verdict.md and .csv (python -m undistill.report) hold a row, with its accuracy, for every cell of students
+    taught by a teacher of the recipe (an audit's own runs apart)."""
+    taught = {summary.parent.parent for summary in out.glob("**/s*/summary.json")
+              if not any(part.startswith("audit") for part in summary.relative_to(out).parts)
+              and json.loads(summary.read_text())["role"] == "student"
+              and "teacher" in json.loads(summary.read_text())["settings"]}
+    with open(out / "verdict.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert taught and len(rows) == len(taught), (sorted(map(str, taught)), rows)
+    assert all(0 <= float(r["student_acc"]) <= 100 for r in rows)  # the verdict: where RUN_DIR holds LS students
+    lines = (out / "verdict.md").read_text().splitlines()
+    assert sum(line.startswith("| ") for line in lines) == len(rows) + 1  # its header and a line per row
 
 
 def assert_plots_its_table(plotted, table, layout):
@@ -144,6 +224,7 @@ def test_the_smoke_data_has_the_datasets_layout_and_classes(name, tmp_path):
     assert tuple(info.train[0][0].shape) == (3, record.image_size, record.image_size)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_a_killed_recipe_continues_to_the_table_of_an_uninterrupted_one(tmp_path):
     script = "nasty_teacher/table1.sh"

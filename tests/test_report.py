@@ -92,6 +92,15 @@ def test_a_fine_tuned_teacher_gets_its_own_row(tmp_path):
         "cmim(cmi_weight=8.0) cnn": -1.0, "cmim(cmi_weight=8.0)+init=ce cnn": -3.0}
 
 
+def test_a_teacher_fine_tuned_from_a_recipes_cell_is_named_by_the_cell_not_its_seed(tmp_path):
+    ce = write_run(tmp_path, "teachers/ce/s0", "teacher", "ce", 90.0)
+    tuned = write_run(tmp_path, "teachers/cmim/s0", "teacher", "cmim", 87.0, weights=str(ce), cmi_weight=8.0)
+    write_run(tmp_path, "students/ls/s0", "student", "ls", 80.0)
+    write_run(tmp_path, "students/kd/s0", "student", "kd", 84.0, teacher=str(tuned))
+    [row], _ = report.verdict_rows(report.collect([tmp_path]))
+    assert row["teacher"] == "cmim(cmi_weight=8.0)+init=ce cnn"
+
+
 def test_students_are_compared_with_the_ls_students_of_their_own_seeds(tmp_path):
     ce = write_run(tmp_path, "ce", "teacher", "ce", 99.0)
     for seed, acc in enumerate([80.0, 82.0, 90.0]):

@@ -17,6 +17,7 @@ students (Welch's interval).
 import argparse
 import csv
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -68,7 +69,12 @@ def teacher_name(run):
     weights = (run.get("args") or {}).get("weights")
     if weights:
         path = Path(weights)  # a run's checkpoint is named by its run directory, other files by their stem
-        weights = f"+init={path.parent.name if path.name in ('checkpoint.pt', 'best.pt') else path.stem}"
+        if path.name in ("checkpoint.pt", "best.pt"):
+            # a recipe's cell keeps a run per seed (teachers/ce/s0): the cell names it
+            path = path.parent.parent if re.fullmatch(r"s\d+", path.parent.name) else path.parent
+            weights = f"+init={path.name}"
+        else:
+            weights = f"+init={path.stem}"
     return f"{method_name(run)}{weights or ''} {run['arch']}"
 
 

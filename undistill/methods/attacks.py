@@ -85,7 +85,7 @@ register(Method(
 
 register(Method(
     "scm", "attack", "sequence of contrastive models: alpha m KL(p_tau(ensemble) || p_tau(student)) + (1 - alpha) CE, "
-    "the ensemble the mean logits of several --teacher (recipes/scm_sequence.sh builds them)",
+    "the ensemble the mean logits of several --teacher (recipes/tools/scm_sequence.sh builds them)",
     "Distilling the Undistillable: Learning from a Nasty Teacher (Jandial et al., ECCV 2022), eq. 11",
     options=(ALPHA, kd_tau("temperature"),
              Option("multiplier", "weight m of the KL term (its search: 1, 5, 10, 50)", default=50.0,

@@ -161,7 +161,7 @@ register(Method(
     per_dataset={
         # DAFL's MNIST latent size and student (Adam 2e-3), but its CIFAR-10 loss weights and generator lr: with its
         # MNIST ones (1 / 0.1 / 5, lr 0.2) the generator collapses to one class here within an epoch
-        # (recipes/results/datafree.md)
+        # (recipes/proxies/results/datafree.md)
         "mnist5k": dict(w_one_hot=0.05, w_activation=0.01, w_entropy=5.0, latent_dim=100, lr_generator=0.02,
                         batch_size=512, lr=2e-3, opt="adam"),
         "cifar10": DAFL_CIFAR10, "cifar100": DAFL_CIFAR100,

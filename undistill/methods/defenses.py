@@ -154,7 +154,7 @@ register(Method(
     "Towards Undistillable Models by Minimizing Conditional Mutual Information (Ye et al.); the objective is "
     "reconstructed from the abstract",
     options=(
-        # lambda 4 with t2mean: the best trade-off of the CIFAR-10 CPU proxy sweep (recipes/results)
+        # lambda 4 with t2mean: the best trade-off of the CIFAR-10 CPU proxy sweep (recipes/proxies/results)
         Option("cmi_weight", "lambda, the weight of the CMI term", default=4.0, range="[0, inf)"),
         Option("temperatures", "the temperature grid, comma-separated", type=str,
                default=metrics.DEFAULT_TEMPERATURES, parse=metrics.parse_temperatures),

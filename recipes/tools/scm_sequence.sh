@@ -4,13 +4,16 @@
 # new loss), then distill one student from
 # the ensemble of S^1..S^K (--attack scm; the student is reported against S^1). Resumable: rerun the same command,
 # e.g. with another --seed among the student options to add a seed on the same sequence.
-#   bash recipes/scm_sequence.sh OUT K NASTY_CKPT [train_teacher.py options] -- [distill_student.py options]
-#   bash recipes/scm_sequence.sh runs/scm 3 runs/nasty/checkpoint.pt --epochs 8 -- --subset 1000 --seed 0
+#   bash recipes/tools/scm_sequence.sh OUT K NASTY_CKPT [train_teacher.py options] -- [distill_student.py options]
+#   bash recipes/tools/scm_sequence.sh runs/scm 3 runs/nasty/checkpoint.pt --epochs 8 -- --subset 1000 --seed 0
 # Options common to both (--dataset, --data-dir, --arch) go on both sides. The sequence lands in OUT/s2..sK,
 # the student in OUT/student-s<seed> unless the student options name an --output.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-[ $# -ge 3 ] || { echo "usage: $0 OUT K NASTY_CKPT [teacher options] -- [student options]" >&2; exit 2; }
+cd "$(dirname "$0")/../.."
+if [ $# -lt 3 ]; then
+    echo "error: $# arguments (pass OUT K NASTY_CKPT [teacher options] -- [student options])" >&2
+    exit 2
+fi
 out=$1 k=$2 first=$3
 shift 3
 teacher_opts=()
