@@ -585,7 +585,12 @@ def record(name, data_dir=None, split_file=None, image_size=None, mean=None, std
 
 def folder_options(args) -> dict:
     """The folder dataset's options in a parsed command line (those it declares), for `record` and `load`."""
-    return {name: getattr(args, name) for name in OWNER_OPTIONS if getattr(args, name, None) is not None}
+    given = {name: getattr(args, name) for name in OWNER_OPTIONS if getattr(args, name, None) is not None}
+    if getattr(args, "loader", None) == "ffcv" and {"split_file", "image_size"} & set(given):
+        # datasets/write_ffcv.py writes the train/ and test/ folders as they are: another split, another size
+        raise UserError("--loader ffcv reads the folders' own split at the images' own size: drop --split-file and "
+                        "--image-size, or use --loader torchvision or gpu")
+    return given
 
 
 def load(name, data_dir=None, download=False, subset=None, seed=0, ffcv_dir=None, train=True, validation=None,
