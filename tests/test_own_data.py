@@ -2,6 +2,7 @@
 file honoured exactly and refused in one line when it is wrong, the warning where the teacher was trained on test
 images, and a teacher, a student, an import and the Python API on a tiny folder written here."""
 import json
+from argparse import Namespace
 
 import numpy as np
 import pytest
@@ -100,6 +101,9 @@ def test_image_size_and_statistics(owner, tmp_path):
         datasets.load("folder", wide)
     with pytest.raises(UserError, match="--split-file is an option of --dataset folder"):
         datasets.record("cifar10", root, split_file=root / "x.csv")
+    bom = tmp_path / "bom.csv"  # a spreadsheet's export: a byte-order mark before the header
+    bom.write_text("\ufeffpath,label,split\ntrain/cat/0.png,0,train\ntest/cat/0.png,0,test\n", encoding="utf-8")
+    assert datasets.load("folder", root, split_file=bom).test_files == [root / "test" / "cat" / "0.png"]
 
 
 @pytest.mark.parametrize("rows, header, message", [
@@ -107,6 +111,7 @@ def test_image_size_and_statistics(owner, tmp_path):
     ([("train/cat/0.png", 0, "val")], None, "line 2: unknown split 'val'"),
     ([("train/cat/0.png", 3, "train")], None, r"line 2: label '3' is not a class index 0..2"),
     ([("train/cat/0.png", -1, "train")], None, r"label '-1' is not a class index"),
+    ([("train/cat/0.png", "²", "train")], None, r"label '²' is not a class index"),
     ([("train/cat/0.png", 0, "train"), ("train/cat/./0.png", 0, "test")], None, "line 3: .* listed twice"),
     ([("train/cat/0.png", 0, "train")], None, "the test split is empty"),
     ([("/etc/hostname", 0, "test")], None, "not a path relative to --data-dir"),
@@ -120,6 +125,14 @@ def test_a_bad_split_file_is_refused(owner, tmp_path, rows, header, message):
         split.write_text(split.read_text().replace("path,label,split", header))
     with pytest.raises(UserError, match=message):
         datasets.load("folder", root, split_file=split)
+
+
+def test_ffcv_refuses_the_owners_split_and_size(owner):
+    """datasets/write_ffcv.py writes the folders' own split at the images' own size."""
+    _, split = owner
+    with pytest.raises(UserError, match="--loader ffcv reads the folders' own split"):
+        datasets.folder_options(Namespace(loader="ffcv", split_file=split))
+    assert datasets.folder_options(Namespace(loader="gpu", split_file=split, mean=None)) == {"split_file": split}
 
 
 def test_a_bad_split_file_stops_the_script_with_one_line(owner, tmp_path):
@@ -176,6 +189,9 @@ def test_a_teacher_a_student_an_import_and_the_api_on_the_owners_split(owner, tm
     imported = json.loads((tmp_path / "imported" / "summary.json").read_text())
     assert imported["metrics"]["test_acc"] == pytest.approx(expected) and imported["input"] is None
     assert f"as a folder teacher: test top-1 {expected:.2f}%" in proc.stdout
+    measured = api.evaluate(tmp_path / "imported" / "checkpoint.pt", data_dir=root, split_file=split,
+                            cmi_split="none", workers=0)
+    assert measured["test"]["acc"] == pytest.approx(expected)
 
     # the Python API: a module teacher on the owner's images, traced at their size
     summary = api.distill(output=tmp_path / "api", teacher=model.net.eval(), attack="kd", dataset="folder",

@@ -256,9 +256,10 @@ def make_plan(args):
 
 def owner_data(args, dataset, teacher):
     """The folder dataset's options: the split file, and the size of the teacher's images unless given."""
-    if dataset != "folder":
-        return {"split_file": args.split_file} if args.split_file is not None else {}  # refused by the record
-    return {"split_file": args.split_file, "image_size": args.image_size or teacher["image_size"]}
+    given = {"split_file": args.split_file, "image_size": args.image_size}
+    if dataset == "folder":
+        given["image_size"] = args.image_size or teacher["image_size"]
+    return {k: v for k, v in given.items() if v is not None}  # given for another dataset: refused by the record
 
 
 def data_options(args, owner):

@@ -401,7 +401,7 @@ def list_lines(path, flag):
     if not path.is_file() or path.stat().st_size > MAX_LIST_BYTES:
         raise UserError(f"{flag} {path} is not a file of at most {MAX_LIST_BYTES} bytes: give the list's path")
     try:
-        return path.read_text().splitlines()
+        return path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a spreadsheet's byte-order mark
     except UnicodeDecodeError:
         raise UserError(f"{flag} {path} is not UTF-8 text: write it as a CSV text file") from None
 
@@ -434,7 +434,7 @@ def read_split_file(path, root, classes):
         if split not in table:
             raise UserError(f"{where}: unknown split {split!r} (train or test; --validation holds images out of "
                             "train)")
-        if not label.isdigit() or int(label) >= len(classes):
+        if not (label.isascii() and label.isdigit()) or int(label) >= len(classes):
             raise UserError(f"{where}: label {label!r} is not a class index 0..{len(classes) - 1} (the sorted "
                             f"class folders: {', '.join(classes[:3])}{' ...' if len(classes) > 3 else ''})")
         image = image_under(root, name, where)
