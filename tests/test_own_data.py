@@ -183,15 +183,18 @@ def test_a_teacher_a_student_an_import_and_the_api_on_the_owners_split(owner, tm
     torch.save(model.net.state_dict(), tmp_path / "owner.pth")
     tested = [(root / p, label) for p, label, s in owner_rows() if s == "test"]
     x = (torch.stack([decoded(p) for p, _ in tested]).float() / 255 - 0.5) / 0.25
-    expected = 100 * (model.net(x).argmax(1) == torch.tensor([label for _, label in tested])).float().mean().item()
+    logits, labels = model.net(x), torch.tensor([label for _, label in tested])
+    expected = 100 * (logits.argmax(1) == labels).float().mean().item()
+    nll = torch.nn.functional.cross_entropy(logits.double(), labels).item()  # tells the six images from others
     proc = run_script("-m", "undistill.importer", str(tmp_path / "owner.pth"), "--arch", "cnn", *data, "--mean",
                       "0.5", "--std", "0.25", "--workers", "0", "--output", str(tmp_path / "imported"))
     imported = json.loads((tmp_path / "imported" / "summary.json").read_text())
     assert imported["metrics"]["test_acc"] == pytest.approx(expected) and imported["input"] is None
+    assert imported["metrics"]["test_nll"] == pytest.approx(nll, rel=1e-4)
     assert f"as a folder teacher: test top-1 {expected:.2f}%" in proc.stdout
     measured = api.evaluate(tmp_path / "imported" / "checkpoint.pt", data_dir=root, split_file=split,
                             cmi_split="none", workers=0)
-    assert measured["test"]["acc"] == pytest.approx(expected)
+    assert (measured["test"]["acc"], measured["test"]["nll"]) == (pytest.approx(expected), pytest.approx(nll, rel=1e-4))
 
     # the Python API: a module teacher on the owner's images, traced at their size
     summary = api.distill(output=tmp_path / "api", teacher=model.net.eval(), attack="kd", dataset="folder",
