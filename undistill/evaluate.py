@@ -114,7 +114,10 @@ def main(args):
     if dataset not in datasets.DATASETS:
         raise UserError(f"{args.checkpoint[0]} was trained on {dataset!r}, which this version cannot load: "
                         f"pass --dataset ({', '.join(sorted(datasets.DATASETS))})")
-    info = datasets.load(dataset, args.data_dir, args.download, args.subset, args.seed, args.ffcv_dir)
+    owner = datasets.folder_options(args)
+    if dataset == "folder":  # the owner's images at the size the model was trained on, unless given
+        owner.setdefault("image_size", ckpt["image_size"])
+    info = datasets.load(dataset, args.data_dir, args.download, args.subset, args.seed, args.ffcv_dir, **owner)
     for path, (_, member) in zip(args.checkpoint, loaded):
         checkpoint.check_compatible(member, info, f"checkpoint {path}")
     reference = None

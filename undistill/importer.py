@@ -44,12 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("the owner's input convention")
     g.add_argument("--mean", type=float, nargs="+", help="per-channel mean of [0, 1] pixels (default: the dataset's)")
     g.add_argument("--std", type=float, nargs="+", help="per-channel std of [0, 1] pixels (default: the dataset's)")
-    g.add_argument("--image-size", type=int, help="the size the model takes (default: the dataset's)")
+    g.add_argument("--image-size", type=int, help="the size the model takes (default: the dataset's; --dataset "
+                   "folder: the owner's images are read at it)")
     g.add_argument("--channels", type=int, default=3, choices=[1, 3], help="1: the model takes grayscale images")
     g.add_argument("--class-order", type=Path, help="file: line i holds the dataset's index of the owner's class i")
     p.add_argument("--trust-pickle", action="store_true",
                    help="load a pickled full module (torch.save(model)): this runs the file's code")
-    datasets.add_arguments(p, validation=False)
+    datasets.add_arguments(p, validation=False, convention=False)
     loaders.add_arguments(p)
     g = p.add_argument_group("run")
     g.add_argument("--batch-size", type=int, default=256)
@@ -203,7 +204,11 @@ def main(args: argparse.Namespace) -> dict:
     """Import args.source; returns the checkpoint's description and test metrics (its summary.json)."""
     if args.batch_size < 1 or args.workers < 0:
         raise UserError("--batch-size must be at least 1 and --workers at least 0")
-    info = datasets.load(args.dataset, args.data_dir, args.download, args.subset, 0, args.ffcv_dir, train=False)
+    owner = {"split_file": args.split_file} if args.split_file is not None else {}
+    if args.dataset == "folder" and args.image_size is not None:  # the owner's images read at the model's size
+        owner["image_size"] = args.image_size
+    info = datasets.load(args.dataset, args.data_dir, args.download, args.subset, 0, args.ffcv_dir, train=False,
+                         **owner)
     mean, std, owner = convention(args, info)
     kind, source = read_source(args)
     arch, net, state = build(kind, source, args, info, (owner or {}).get("image_size", info.image_size))

@@ -78,5 +78,6 @@ def api(method: Method, option: Option, args) -> Queried:
                         "internals), but --teacher-api answers only queries: choose a black-box attack")
     cache = args.api_cache or (args.output or Path("runs")) / "api-cache"
     model = teacher_api.ApiTeacher(teacher_api.load_function(args.teacher_api), args.teacher_api, args.api_output,
-                                   cache, datasets.record(args.dataset).num_classes)
+                                   cache, datasets.record(args.dataset, args.data_dir,
+                                                          **datasets.folder_options(args)).num_classes)
     return Queried(option, [], model, [], args.teacher_api, args.api_output)

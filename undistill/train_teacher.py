@@ -35,7 +35,8 @@ def main(args, info=None):
     ctx = distributed.init(config.device)
     if info is None:  # a release reads no training image
         info = datasets.load(config.dataset, config.data_dir, config.download, config.subset, config.seed,
-                             config.ffcv_dir, train=method.release is None, validation=config.validation)
+                             config.ffcv_dir, train=method.release is None, validation=config.validation,
+                             **datasets.folder_options(config))
     if queried is not None:
         queried.check_compatible(info)
         settings.update(queried.settings())
