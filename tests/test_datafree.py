@@ -1,6 +1,6 @@
-"""The data-free attacks: DAFL's and DeepInversion's losses on hand-computed values, finite under a stingy teacher,
-the generator's shape, the training split withheld, white-box runs end to end, exact resume after a SIGKILL, and
-two torchrun ranks."""
+"""The data-free attacks: DAFL's and DeepInversion's losses and the students' (KD, HTC's target) on hand-computed
+values, finite under a stingy teacher, the generator's shape, the training split withheld, white-box runs end to end,
+exact resume after a SIGKILL, and two torchrun ranks."""
 import json
 import math
 import sys
@@ -15,12 +15,14 @@ from conftest import TINY, build_task, killed_and_resumed, run_script, step_once
 from undistill import checkpoint, datasets, engine, report
 from undistill.distributed import Context
 from undistill.methods.datafree import (PenultimateFeatures, batchnorm_terms, bn_term, dafl, deepinversion,
-                                        total_variation)
+                                        htc_student, kd_student, total_variation)
 from undistill.models.generators import DaflGenerator
 from undistill.releases import stingy_top
 
 # Tiny data-free runs on mnist5k: a teacher, no training image.
 DAFL = ["--attack", "dafl", "--batch-size", "16", "--steps-per-epoch", "3", "--latent-dim", "8"]
+DAFL_HTC = ["--attack", "dafl-htc", *DAFL[2:], "--tau", "4", "--multiplier", "2"]
+ARGV = {"dafl": DAFL, "dafl-htc": DAFL_HTC}
 INVERSION = ["--attack", "deepinversion", "--batch-size", "8", "--di-batch", "8", "--di-iterations", "3",
              "--batches-per-epoch", "1", "--pool-batches", "4"]
 QUICK = ["--dataset", "mnist5k", "--workers", "0", "--quiet", "--log-every", "1"]
@@ -57,6 +59,49 @@ def test_dafl_loss_stays_finite_under_a_stingy_teacher():
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(v) for v in terms.values())
     assert torch.isfinite(logits.grad[logits.isfinite()]).all() and torch.isfinite(features.grad).all()
+
+
+def kl_rows(p_rows, q_rows):
+    """KL(p || q) summed over classes, averaged over the rows."""
+    return sum(sum(a * math.log(a / b) for a, b in zip(p, q) if a > 0) for p, q in zip(p_rows, q_rows)) / len(p_rows)
+
+
+STUDENT = [[0.3, -0.2, 1.1], [1.5, 0.0, -0.7], [-0.4, 0.9, 0.2], [0.0, 0.0, 0.0]]
+
+
+def test_the_data_free_students_losses_hand_computed():
+    t, s = torch.tensor(LOGITS, dtype=torch.float64), torch.tensor(STUDENT, dtype=torch.float64)
+    at = lambda rows, tau: [softmax([v / tau for v in row]) for row in rows]
+    # HTC's target: the teacher alone softened at tau, the student at temperature 1, the KL weighted by m
+    loss, terms = htc_student(s, t, tau=5.0, multiplier=3.0)
+    assert terms["kl"].item() == pytest.approx(kl_rows(at(LOGITS, 5.0), at(STUDENT, 1.0)), rel=1e-12)
+    assert loss.item() == pytest.approx(3.0 * kl_rows(at(LOGITS, 5.0), at(STUDENT, 1.0)), rel=1e-12)
+    # DAFL's own: both sides at tau, weighted by tau^2
+    loss, terms = kd_student(s, t, tau=2.0)
+    assert loss.item() == pytest.approx(4.0 * kl_rows(at(LOGITS, 2.0), at(STUDENT, 2.0)), rel=1e-12)
+    # a stingy teacher's -inf logits: probability 0, a term of 0
+    sparse = stingy_top(t, 1)
+    loss, _ = htc_student(s, sparse, tau=5.0, multiplier=3.0)
+    assert loss.item() == pytest.approx(3.0 * kl_rows(at(sparse.tolist(), 5.0), at(STUDENT, 1.0)), rel=1e-12)
+
+
+def test_a_dafl_htc_step_distills_htcs_target_on_the_generated_images():
+    teacher, student = tiny_classifier(1, classes=10, size=32), tiny_classifier(0, classes=10, size=32)
+    task = build_task("attack", "dafl-htc", dict(w_one_hot=1.0, w_activation=0.1, w_entropy=5.0, latent_dim=8,
+                                                 lr_generator=0.2, steps_per_epoch=2, tau=5.0, multiplier=3.0),
+                      teacher, classes=10, image_size=32)
+    seen = []
+    student.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach().clone()))
+    z, _ = next(iter(task.epoch(student, 0, None)[1]))
+    step = step_once(task, student, z, None, lr=0.01)
+    with torch.no_grad():
+        t = teacher(seen[0]).double().tolist()
+    s = step.logits.double().tolist()  # the student's logits before its update
+    expected = kl_rows([softmax([v / 5.0 for v in row]) for row in t], [softmax(row) for row in s])
+    assert set(step.terms) == {"one_hot", "activation", "entropy", "kl"}
+    assert step.terms["kl"].item() == pytest.approx(expected, rel=1e-4)
+    assert step.loss.item() == pytest.approx(1.0 * step.terms["one_hot"].item() + 0.1 * step.terms["activation"].item()
+                                             + 5.0 * step.terms["entropy"].item() + 3.0 * expected, rel=1e-4)
 
 
 def test_dafl_generator_is_the_authors_at_32_px_and_scales_to_64_and_224():
@@ -178,18 +223,20 @@ def stingy_teacher(ce_teacher, tmp_path_factory):
     return out / "checkpoint.pt"
 
 
-@pytest.mark.parametrize("attack", ["dafl", "deepinversion"])
+@pytest.mark.parametrize("attack", ["dafl", "dafl-htc", "deepinversion"])
 @pytest.mark.parametrize("which", ["ce", "stingy"])
 def test_data_free_students_train_as_white_box_attacks(attack, which, ce_teacher, stingy_teacher, tmp_path):
     teacher = ce_teacher if which == "ce" else stingy_teacher
     out = tmp_path / attack
-    distill_student.main(distill_student.parse_args([*QUICK, *(DAFL if attack == "dafl" else INVERSION),
+    distill_student.main(distill_student.parse_args([*QUICK, *ARGV.get(attack, INVERSION),
                                                      "--teacher", str(teacher), "--epochs", "2",
                                                      "--output", str(out)]))
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["method"], summary["access"]) == (attack, "white-box")
     assert checkpoint.load(out / "checkpoint.pt")["access"] == "white-box"
-    terms = {"dafl": {"one_hot", "activation", "entropy", "kl"}, "deepinversion": {"kl"}}[attack]
+    if attack == "dafl-htc":
+        assert (summary["settings"]["tau"], summary["settings"]["multiplier"]) == (4.0, 2.0)
+    terms = {"deepinversion": {"kl"}}.get(attack, {"one_hot", "activation", "entropy", "kl"})
     for line in (out / "metrics.jsonl").read_text().splitlines():
         metrics = json.loads(line)
         assert set(metrics["terms"]) == terms and all(math.isfinite(v) for v in metrics["terms"].values())

@@ -131,7 +131,7 @@ def test_every_method_is_named_by_its_paper_and_states_its_access():
             assert method.summary and method.access in ("black-box", "white-box")
             assert "seed" not in method.paper.lower()  # papers are named by title and authors
     assert {m for m in methods.names("attack") if methods.get("attack", m).access == "white-box"} == {
-        "dafl", "deepinversion"}
+        "dafl", "dafl-htc", "deepinversion"}
 
 
 def test_the_help_lists_every_method_and_option():

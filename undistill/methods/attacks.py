@@ -29,6 +29,10 @@ TAU_SEARCH = {"tau": (1.0, 2.0, 4.0, 8.0, 20.0)}
 JANDIAL_SEARCH = {"tau": (4.0, 20.0, 50.0, 100.0), "multiplier": (1.0, 5.0, 10.0, 50.0)}
 
 
+HTC_TAU = Option("tau", "the teacher's temperature (its Fig. 4: 50)", default=50.0, range="(0, inf)")
+HTC_MULTIPLIER = Option("multiplier", "weight m of the KL term (its Fig. 4: 50)", default=50.0, range="(0, inf)")
+
+
 def kd_tau(help):
     return Option("tau", f"{help} (default: the papers' for the dataset, {RELEASED_TAU['tau']:g} for a released "
                   "teacher)", default=4.0, range="(0, inf)")
@@ -78,9 +82,7 @@ register(Method(
 register(Method(
     "htc", "attack", "high temperature composition: alpha m KL(p_tau(teacher) || p_1(student)) + (1 - alpha) CE",
     "Distilling the Undistillable: Learning from a Nasty Teacher (Jandial et al., ECCV 2022), eq. 9",
-    options=(ALPHA, Option("tau", "the teacher's temperature (its Fig. 4: 50)", default=50.0, range="(0, inf)"),
-             Option("multiplier", "weight m of the KL term (its Fig. 4: 50)", default=50.0, range="(0, inf)"),
-             NO_LABELS, TEACHER),
+    options=(ALPHA, HTC_TAU, HTC_MULTIPLIER, NO_LABELS, TEACHER),
     loss=htc, queries="teacher", search=JANDIAL_SEARCH))
 
 register(Method(

@@ -133,6 +133,9 @@ class Method:
     and `release` take their settings as keyword-only arguments, each one an `Option` of `options`; `register`
     checks that.
 
+    A data-free task (one that makes its own images: DAFL's generator, DeepInversion's inversion) takes the
+    student's loss on the teacher's answers to them, `loss(logits, teacher_logits, **settings)`.
+
     `queries` names the option whose checkpoint(s) the method queries (frozen). `release` (defenses only) makes it
     a release of a trained teacher instead of a training: the logit transform `release(z, **settings)` every
     answer of the released model goes through; `decode(answers, **settings)` is how an attacker who knows the

@@ -1,10 +1,14 @@
-"""Data-free attacks (`distill_student.py --attack dafl|deepinversion`): the student never sees a training image.
+"""Data-free attacks (`distill_student.py --attack dafl|dafl-htc|deepinversion`): the student never sees a training
+image.
 
-Both are white-box: they back-propagate through the frozen teacher to its input, and DAFL reads its penultimate
+All are white-box: they back-propagate through the frozen teacher to its input, and DAFL reads its penultimate
 features, DeepInversion its BatchNorm statistics. A released teacher (stingy, an API release) keeps its release
-transform on the logits they read, and every loss stays finite where it returns -inf. Formulas and sources:
-docs/methods.md.
+transform on the logits they read, and every loss stays finite where it returns -inf. The task synthesizes the
+images (its generator's or inversion's loss weighted by its own settings); the method's loss is the student's on the
+teacher's answers to them, `loss(logits, teacher_logits) -> (loss, {term: value})`: KD at tau as the authors' code
+distills, or HTC's target (dafl-htc). Formulas and sources: docs/methods.md.
 """
+import functools
 import math
 from contextlib import contextmanager
 
@@ -18,8 +22,8 @@ from ..datasets import TensorImages
 from ..loaders import GpuLoader
 from ..models.generators import DaflGenerator
 from ..options import Option
-from .attacks import TEACHER
-from .core import Method, Step, Task, full_precision, kl, query, register
+from .attacks import HTC_MULTIPLIER, HTC_TAU, TEACHER, htc, kd
+from .core import Method, Step, Task, full_precision, query, register
 
 NLL_CAP = -math.log(1e-8)  # DeepInversion's target NLL with probabilities floored at 1e-8 (finite under a release)
 
@@ -47,6 +51,20 @@ def only_teacher(run, name):
     if len(run.queried.paths) > 1:
         raise UserError(f"--attack {name} inverts one teacher: pass a single --teacher")
     return run.queried.model
+
+
+# ---- the student's loss on the teacher's answers to synthesized images: no label, so no CE term
+
+def kd_student(logits, teacher_logits, *, tau):
+    """tau^2 KL(p_tau(teacher) || p_tau(student)): Hinton KD without labels, as DAFL's and DeepInversion's code
+    distill."""
+    return kd(logits, None, teacher_logits, alpha=1.0, tau=tau, no_labels=True)
+
+
+def htc_student(logits, teacher_logits, *, tau, multiplier):
+    """m KL(p_tau(teacher) || p_1(student)): HTC without labels (Jandial et al. add HTC to DAFL in their Table 4).
+    With no CE term beside it, alpha would only scale m: it is 1."""
+    return htc(logits, None, teacher_logits, alpha=1.0, tau=tau, multiplier=multiplier, no_labels=True)
 
 
 # ---- DAFL
@@ -83,14 +101,16 @@ class PenultimateFeatures:
 
 class GeneratorTask(Task):
     """DAFL's run: each step draws latents, the generator G makes images, the frozen teacher answers them with
-    gradient back to G (the generator loss), and the student learns tau^2 KL(t || s) at tau on the same images,
-    detached; one backward, and G (Adam, lr_generator) and the student step together, as in the authors' code.
-    An epoch is steps_per_epoch such steps; each rank draws its own latents."""
+    gradient back to G (DAFL's generator loss), and the student learns from the answers on the same images,
+    detached (the method's loss); one backward, and G (Adam, lr_generator) and the student step together, as in the
+    authors' code. An epoch is steps_per_epoch such steps; each rank draws its own latents."""
     uses_training_split = False
 
-    def __init__(self, run, loss, *, latent_dim, lr_generator, steps_per_epoch, tau):
-        teacher = only_teacher(run, "dafl")
-        self.frozen, self.loss, self.tau = [teacher], loss, tau
+    def __init__(self, run, loss, *, w_one_hot, w_activation, w_entropy, latent_dim, lr_generator, steps_per_epoch):
+        teacher = only_teacher(run, run.method.name)
+        self.frozen, self.loss = [teacher], loss
+        self.generator_loss = functools.partial(dafl, w_one_hot=w_one_hot, w_activation=w_activation,
+                                                w_entropy=w_entropy)
         self.features = PenultimateFeatures(teacher)
         self.latent_dim, self.steps, self.batch = latent_dim, steps_per_epoch, run.batch_per_rank
         self.seed, self.ctx = run.config.seed, run.ctx
@@ -114,10 +134,9 @@ class GeneratorTask(Task):
         teacher_logits = self.frozen[0](images)
         student_logits = model(images.detach())
         with full_precision(images):
-            loss, terms = self.loss(teacher_logits.float(), self.features.value.float())
-            kl_term = kl(teacher_logits.detach().float(), student_logits.float(), self.tau)
-        return Step(loss + self.tau ** 2 * kl_term, dict(terms, kl=kl_term), student_logits,
-                    teacher_logits.detach().argmax(1))
+            loss, terms = self.generator_loss(teacher_logits.float(), self.features.value.float())
+            student_loss, student_terms = self.loss(student_logits.float(), teacher_logits.detach().float())
+        return Step(loss + student_loss, {**terms, **student_terms}, student_logits, teacher_logits.detach().argmax(1))
 
     def state_dict(self):
         return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
@@ -139,33 +158,42 @@ def student_tau(default, source):
                   range="(0, inf)")
 
 
+# DAFL's generator and its settings, shared by every student loss it distills with
+DAFL_OPTIONS = (
+    Option("w_one_hot", "weight of the one-hot loss (default per dataset, the authors')", default=0.05,
+           range="[0, inf)"),
+    Option("w_activation", "weight of the activation loss (default per dataset)", default=0.01, range="[0, inf)"),
+    Option("w_entropy", "weight of the information-entropy loss (default per dataset)", default=5.0,
+           range="[0, inf)"),
+    Option("latent_dim", "generator input size (default per dataset: 1000 CIFAR, 100 mnist5k)", type=int,
+           default=1000, range="[1, inf)"),
+    Option("lr_generator", "Adam lr of the generator (default per dataset: 0.02 CIFAR)", default=0.02,
+           range="(0, inf)"),
+    Option("steps_per_epoch", "generator and student steps per epoch", type=int, default=120, range="[1, inf)"))
+DAFL_PER_DATASET = {
+    # DAFL's MNIST latent size and student (Adam 2e-3), but its CIFAR-10 loss weights and generator lr: with its
+    # MNIST ones (1 / 0.1 / 5, lr 0.2) the generator collapses to one class here within an epoch
+    # (recipes/proxies/results/datafree.md)
+    "mnist5k": dict(w_one_hot=0.05, w_activation=0.01, w_entropy=5.0, latent_dim=100, lr_generator=0.02,
+                    batch_size=512, lr=2e-3, opt="adam"),
+    "cifar10": DAFL_CIFAR10, "cifar100": DAFL_CIFAR100,
+    "tinyimagenet": DAFL_CIFAR100, "imagenet": DAFL_CIFAR100}  # no paper runs DAFL there: CIFAR-100's
+
 register(Method(
     "dafl", "attack", "white-box, data-free: a generator trained against the teacher (one-hot, activation and "
     "entropy losses) makes the images the student distills on",
     "Data-Free Learning of Student Networks (Chen et al., ICCV 2019)",
-    options=(Option("w_one_hot", "weight of the one-hot loss (default per dataset, the authors')", default=0.05,
-                    range="[0, inf)"),
-             Option("w_activation", "weight of the activation loss (default per dataset)", default=0.01,
-                    range="[0, inf)"),
-             Option("w_entropy", "weight of the information-entropy loss (default per dataset)", default=5.0,
-                    range="[0, inf)"),
-             Option("latent_dim", "generator input size (default per dataset: 1000 CIFAR, 100 mnist5k)", type=int,
-                    default=1000, range="[1, inf)"),
-             Option("lr_generator", "Adam lr of the generator (default per dataset: 0.02 CIFAR)", default=0.02,
-                    range="(0, inf)"),
-             Option("steps_per_epoch", "generator and student steps per epoch", type=int, default=120,
-                    range="[1, inf)"),
-             student_tau(1.0, "the authors' code"),
-             TEACHER),
-    loss=dafl, task=GeneratorTask, queries="teacher", access="white-box",
-    per_dataset={
-        # DAFL's MNIST latent size and student (Adam 2e-3), but its CIFAR-10 loss weights and generator lr: with its
-        # MNIST ones (1 / 0.1 / 5, lr 0.2) the generator collapses to one class here within an epoch
-        # (recipes/proxies/results/datafree.md)
-        "mnist5k": dict(w_one_hot=0.05, w_activation=0.01, w_entropy=5.0, latent_dim=100, lr_generator=0.02,
-                        batch_size=512, lr=2e-3, opt="adam"),
-        "cifar10": DAFL_CIFAR10, "cifar100": DAFL_CIFAR100,
-        "tinyimagenet": DAFL_CIFAR100, "imagenet": DAFL_CIFAR100},  # no paper runs DAFL there: CIFAR-100's
+    options=(*DAFL_OPTIONS, student_tau(1.0, "the authors' code"), TEACHER),
+    loss=kd_student, task=GeneratorTask, queries="teacher", access="white-box", per_dataset=DAFL_PER_DATASET,
+    smoke=("--steps-per-epoch", "2")))
+
+register(Method(
+    "dafl-htc", "attack", "white-box, data-free: DAFL's generator makes the images, the student learns HTC's target "
+    "on them: m KL(p_tau(teacher) || p_1(student))",
+    "Distilling the Undistillable: Learning from a Nasty Teacher (Jandial et al., ECCV 2022), Table 4: HTC added "
+    "to DAFL (Data-Free Learning of Student Networks, Chen et al., ICCV 2019)",
+    options=(*DAFL_OPTIONS, HTC_TAU, HTC_MULTIPLIER, TEACHER),
+    loss=htc_student, task=GeneratorTask, queries="teacher", access="white-box", per_dataset=DAFL_PER_DATASET,
     smoke=("--steps-per-epoch", "2")))
 
 
@@ -211,20 +239,21 @@ def batchnorm_terms(model):
 
 class InversionTask(Task):
     """DeepInversion's run: each epoch first inverts the teacher into batches_per_epoch new batches per rank
-    (di_iterations Adam steps on random images, targets cycling through the classes, random jitter (and flips),
-    each step clipped to valid pixels; one channel for grayscale data), gathered from every rank into one pool of
-    uint8 images (at most
-    pool_batches batches); the student then passes once over the whole pool, with the dataset's augmentation,
-    learning tau^2 KL(t || s) at tau from the teacher's answers. The pool is saved for an exact resume."""
+    (di_iterations Adam steps on random images minimizing DeepInversion's image loss, targets cycling through the
+    classes, random jitter (and flips), each step clipped to valid pixels; one channel for grayscale data),
+    gathered from every rank into one pool of uint8 images (at most pool_batches batches); the student then passes
+    once over the whole pool, with the dataset's augmentation, learning from the teacher's answers (the method's
+    loss). The pool is saved for an exact resume."""
     uses_training_split = False
 
-    def __init__(self, run, loss, *, di_batch, di_iterations, di_lr, jitter, di_flip, pool_batches,
-                 batches_per_epoch, tau):
-        teacher = only_teacher(run, "deepinversion")
+    def __init__(self, run, loss, *, r_bn, r_tv, r_l2, di_batch, di_iterations, di_lr, jitter, di_flip,
+                 pool_batches, batches_per_epoch):
+        teacher = only_teacher(run, run.method.name)
         if not any(isinstance(m, nn.BatchNorm2d) for m in teacher.modules()):
-            raise UserError("--attack deepinversion matches the teacher's BatchNorm statistics, and this teacher "
-                            "has no BatchNorm2d layer")
-        self.frozen, self.loss, self.tau, self.run = [teacher], loss, tau, run
+            raise UserError(f"--attack {run.method.name} matches the teacher's BatchNorm statistics, and this "
+                            "teacher has no BatchNorm2d layer")
+        self.frozen, self.loss, self.run = [teacher], loss, run
+        self.image_loss = functools.partial(deepinversion, r_bn=r_bn, r_tv=r_tv, r_l2=r_l2)
         self.di_batch, self.iterations, self.lr, self.jitter, self.flip = di_batch, di_iterations, di_lr, jitter, \
             di_flip
         self.pool_batches, self.batches_per_epoch = pool_batches, batches_per_epoch
@@ -267,7 +296,7 @@ class InversionTask(Task):
             with batchnorm_terms(teacher) as bn_terms:
                 logits = teacher(self.pixels(jittered.expand(-1, 3, -1, -1)))
             with full_precision(x):
-                loss, _ = self.loss(logits.float(), targets, bn_terms, jittered)
+                loss, _ = self.image_loss(logits.float(), targets, bn_terms, jittered)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -278,8 +307,8 @@ class InversionTask(Task):
     def step(self, model, x, y, epoch):
         teacher_logits, student_logits = query(self.frozen[0], x), model(x)
         with full_precision(x):
-            kl_term = kl(teacher_logits, student_logits.float(), self.tau)
-        return Step(self.tau ** 2 * kl_term, {"kl": kl_term}, student_logits, teacher_logits.argmax(1))
+            loss, terms = self.loss(student_logits.float(), teacher_logits)
+        return Step(loss, terms, student_logits, teacher_logits.argmax(1))
 
     def state_dict(self):
         return {"images": self.images.cpu(), "targets": self.targets.cpu()}
@@ -310,7 +339,7 @@ register(Method(
                     default=2, range="[1, inf)"),
              student_tau(3.0, "the temperature the authors' code compares teacher and student at"),
              TEACHER),
-    loss=deepinversion, task=InversionTask, queries="teacher", access="white-box",
+    loss=kd_student, task=InversionTask, queries="teacher", access="white-box",
     # a pool of about as many inverted images as the training split holds, in batches of 256
     per_dataset={name: dict(pool_batches=math.ceil(images / 256)) for name, images in (
         ("mnist5k", 4_000), ("cifar10", 50_000), ("cifar100", 50_000), ("tinyimagenet", 100_000),
