@@ -4,11 +4,13 @@ the audit) like a teacher trained here."""
 import importlib
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 from conftest import run_script
@@ -106,6 +108,24 @@ def test_a_grayscale_module_imports_with_its_size_and_class_order(owner, tmp_pat
     expected[:, ORDER] = owners  # the owner's class i answers as mnist5k's ORDER[i]
     assert relative_diff(path, expected, owner["test"]) < TOLERANCE
     assert checkpoint.load(path)["input"] == {"image_size": 28, "channels": 1, "class_order": ORDER}
+
+
+def test_torchvisions_published_densenet_imports_with_its_old_key_names(owner, tmp_path):
+    """torchvision's published DenseNet files name a dense layer's modules the old way (norm.1 for norm1)."""
+    torch.manual_seed(0)
+    net = torchvision.models.densenet121(num_classes=10).eval()
+    old_name = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))([12]\.(?:weight|bias|running_mean|running_var))$")
+    published = {old_name.sub(r"\1.\2", k): v for k, v in net.state_dict().items()}
+    assert "features.denseblock1.denselayer1.norm.1.weight" in published and published.keys() != net.state_dict().keys()
+    torch.save(published, tmp_path / "densenet121.pth")
+    path = imported(tmp_path / "densenet121.pth", tmp_path / "run", "--arch", "tv.densenet121")
+    info = datasets.load("mnist5k", train=False)
+    mean, std = torch.tensor(info.mean).view(1, 3, 1, 1), torch.tensor(info.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = net((owner["test"].float() / 255 - mean) / std)
+    assert relative_diff(path, expected, owner["test"]) < TOLERANCE
+    stored = checkpoint.load(path)["state_dict"]
+    assert all(torch.equal(stored[k], v) for k, v in net.state_dict().items())
 
 
 def test_a_pickled_module_is_refused_without_trust(owner, tmp_path):
