@@ -128,6 +128,27 @@ def test_torchvisions_published_densenet_imports_with_its_old_key_names(owner, t
     assert all(torch.equal(stored[k], v) for k, v in net.state_dict().items())
 
 
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="needs timm")
+def test_a_timm_state_dict_imports_answering_as_the_original(owner, tmp_path):
+    import timm
+    torch.manual_seed(0)
+    net = timm.create_model("resnet18", num_classes=10).eval()
+    torch.save(net.state_dict(), tmp_path / "resnet18.pth")
+    path = imported(tmp_path / "resnet18.pth", tmp_path / "run", "--arch", "timm.resnet18", "--mean", str(MEAN),
+                    "--std", str(STD))
+    with torch.no_grad():
+        expected = net((owner["test"].float() / 255 - MEAN) / STD)
+    assert relative_diff(path, expected, owner["test"]) < TOLERANCE and checkpoint.load(path)["arch"] == "timm.resnet18"
+
+
+def test_a_timm_architecture_without_timm_is_refused_naming_the_package(owner, tmp_path):
+    without_timm = "import sys; sys.modules['timm'] = None; from undistill import importer; importer.cli(sys.argv[1:])"
+    proc = run_script("-c", without_timm, str(owner["where"] / "cnn.pth"), "--arch", "timm.resnet18", "--output",
+                      str(tmp_path / "run"), check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --arch timm.resnet18 needs timm"), proc.stderr
+    assert proc.stderr.strip().endswith("pip install timm") and not (tmp_path / "run").exists()
+
+
 def test_a_pickled_module_is_refused_without_trust(owner, tmp_path):
     proc = run_script("-m", "undistill.importer", str(owner["where"] / "gray-pickled.pt"), "--output",
                       str(tmp_path / "run"), check=False)
