@@ -328,6 +328,12 @@ def gray_teacher(owner, tmp_path_factory):
                     str(owner["where"] / "order.txt"))
 
 
+def test_an_audit_of_a_torchscript_teacher_skips_the_white_box_attacks(gray_teacher, tmp_path):
+    plan = audit.make_plan(audit.parse_args([str(gray_teacher), "--budget", "full", "--output", str(tmp_path)]))
+    assert sorted(plan.skipped) == ["dafl", "deepinversion"] and "is a TorchScript module" in plan.skipped["dafl"]
+    assert not {"dafl", "deepinversion"} & {a.name for a in plan.attacks}
+
+
 @pytest.mark.parametrize("release", ["stingy", "topk", "rounded", "label", "reverse-sigmoid"])
 def test_an_exported_release_answers_as_its_checkpoint(owner, gray_teacher, tmp_path, release):
     run_script("train_teacher.py", "--defense", release, "--from", str(gray_teacher), "--workers", "0", "--output",

@@ -145,10 +145,6 @@ class Api:
     def options(self) -> list[str]:
         return ["--teacher-api", self.spec, "--api-output", self.output, "--api-cache", str(self.cache)]
 
-    def answered(self, num_classes: int) -> int:
-        """The images the API has answered: one cached answer each."""
-        return sum(1 for _ in self.teacher(num_classes).cache.glob("*/*.pt"))
-
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m undistill.audit", description=__doc__,
@@ -468,9 +464,9 @@ def measure(plan, args, info):
     report = {"teacher": plan.name, "dataset": plan.record.name, "budget": args.budget,
               "seeds": plan.seeds, "epochs": plan.epochs, "share": plan.share, "validation": VALIDATION, "tau": tau,
               "releases": {}, "rows": [], "search": [], "skipped": plan.skipped}
-    if plan.api:
+    if plan.api:  # the images it has answered: one cached answer each
         report["api"] = {"spec": plan.api.spec, "output": plan.api.output,
-                         "answered": plan.api.answered(plan.record.num_classes)}
+                         "answered": sum(1 for _ in owner.cache.glob("*/*.pt"))}
     z_reference = None
     if args.reference:
         reference, _ = checkpoint.load_classifier(args.reference)
