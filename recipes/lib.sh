@@ -2,7 +2,8 @@
 #   source "$(dirname "$0")/../lib.sh" nasty_teacher/table1 "$@"
 # then declares cells and runs them, stage by stage (a stage reads the checkpoints of the stages before it):
 #   cell NAME SCRIPT OPTIONS...   a run per seed in $OUT/NAME/s<seed>; @OTHER in OPTIONS is that seed's
-#                                 $OUT/OTHER/s<seed>/checkpoint.pt
+#                                 $OUT/OTHER/s<seed>/checkpoint.pt. SCRIPT: train_teacher.py, distill_student.py, or
+#                                 undistill.importer (a model released elsewhere, imported as it is)
 #   searched NAME SCRIPT OPTIONS... a student whose attack searches the settings OPTIONS leave open (Method.search;
 #                                 HTC's tau and m), each seed choosing on a validation split of its training images
 #                                 and training its choice again on all of them (undistill.recipe)

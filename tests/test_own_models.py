@@ -1,16 +1,20 @@
 """A model trained elsewhere, imported without training (undistill.importer): the checkpoint answers exactly as the
 original under its owner's input convention, in every format, and goes through the project's commands (a release,
 the audit) like a teacher trained here."""
+import importlib
 import importlib.util
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 from conftest import run_script
-from undistill import UserError, checkpoint, datasets, models
+from undistill import UserError, audit, checkpoint, datasets, models
 
 MEAN, STD = 0.5, 0.25  # the owner's normalization, far from mnist5k's own (0.1007, 0.2759)
 ORDER = [3, 7, 0, 1, 9, 2, 8, 4, 6, 5]  # the owner's class i is mnist5k's ORDER[i]
@@ -104,6 +108,45 @@ def test_a_grayscale_module_imports_with_its_size_and_class_order(owner, tmp_pat
     expected[:, ORDER] = owners  # the owner's class i answers as mnist5k's ORDER[i]
     assert relative_diff(path, expected, owner["test"]) < TOLERANCE
     assert checkpoint.load(path)["input"] == {"image_size": 28, "channels": 1, "class_order": ORDER}
+
+
+def test_torchvisions_published_densenet_imports_with_its_old_key_names(owner, tmp_path):
+    """torchvision's published DenseNet files name a dense layer's modules the old way (norm.1 for norm1)."""
+    torch.manual_seed(0)
+    net = torchvision.models.densenet121(num_classes=10).eval()
+    old_name = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))([12]\.(?:weight|bias|running_mean|running_var))$")
+    published = {old_name.sub(r"\1.\2", k): v for k, v in net.state_dict().items()}
+    assert "features.denseblock1.denselayer1.norm.1.weight" in published and published.keys() != net.state_dict().keys()
+    torch.save(published, tmp_path / "densenet121.pth")
+    path = imported(tmp_path / "densenet121.pth", tmp_path / "run", "--arch", "tv.densenet121")
+    info = datasets.load("mnist5k", train=False)
+    mean, std = torch.tensor(info.mean).view(1, 3, 1, 1), torch.tensor(info.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = net((owner["test"].float() / 255 - mean) / std)
+    assert relative_diff(path, expected, owner["test"]) < TOLERANCE
+    stored = checkpoint.load(path)["state_dict"]
+    assert all(torch.equal(stored[k], v) for k, v in net.state_dict().items())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="needs timm")
+def test_a_timm_state_dict_imports_answering_as_the_original(owner, tmp_path):
+    import timm
+    torch.manual_seed(0)
+    net = timm.create_model("resnet18", num_classes=10).eval()
+    torch.save(net.state_dict(), tmp_path / "resnet18.pth")
+    path = imported(tmp_path / "resnet18.pth", tmp_path / "run", "--arch", "timm.resnet18", "--mean", str(MEAN),
+                    "--std", str(STD))
+    with torch.no_grad():
+        expected = net((owner["test"].float() / 255 - MEAN) / STD)
+    assert relative_diff(path, expected, owner["test"]) < TOLERANCE and checkpoint.load(path)["arch"] == "timm.resnet18"
+
+
+def test_a_timm_architecture_without_timm_is_refused_naming_the_package(owner, tmp_path):
+    without_timm = "import sys; sys.modules['timm'] = None; from undistill import importer; importer.cli(sys.argv[1:])"
+    proc = run_script("-c", without_timm, str(owner["where"] / "cnn.pth"), "--arch", "timm.resnet18", "--output",
+                      str(tmp_path / "run"), check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --arch timm.resnet18 needs timm"), proc.stderr
+    assert proc.stderr.strip().endswith("pip install timm") and not (tmp_path / "run").exists()
 
 
 def test_a_pickled_module_is_refused_without_trust(owner, tmp_path):
@@ -209,12 +252,86 @@ def test_a_white_box_attack_refuses_an_api(api, tmp_path):
     assert proc.returncode == 2 and "is white-box" in proc.stderr and "--teacher-api" in proc.stderr
 
 
+def test_an_api_audit_plans_the_black_box_attacks_only_and_skips_the_white_box_ones_once(api, tmp_path):
+    spec, log = api
+    argv = ["--teacher-api", spec, "--dataset", "mnist5k", "--budget", "full", "--output", str(tmp_path / "audit")]
+    plan = audit.make_plan(audit.parse_args(argv))
+    assert sorted(plan.skipped) == ["dafl", "deepinversion"] and "--teacher-api answers only" in plan.skipped["dafl"]
+    assert [a.name for a in plan.attacks if a.release] == ["kd", "htc", "dkd", "kd-no-labels", "kd-share0.1",
+                                                            "kd-share0.5"]
+    attack = next(a for a in plan.attacks if a.name == "dkd")
+    command = audit.run_of(attack, "", "cnn", 0, plan, audit.parse_args(argv), tmp_path / "s0").argv
+    file, _, function = spec.rpartition(":")
+    assert command[command.index("--teacher-api") + 1] == f"{Path(file).absolute()}:{function}"
+    assert command[command.index("--api-cache") + 1] == str(tmp_path / "audit" / "api-cache")
+    assert "--teacher" not in command
+    proc = run_script("-m", "undistill.audit", *argv, "--plan-only")
+    assert proc.stdout.count("skipped: dafl (white-box") == 1, proc.stdout
+    assert not (tmp_path / "audit").exists() and asked(log) == 0  # the plan asks the API nothing
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--teacher-api", "no_such_module:answer", "--dataset", "mnist5k"], "cannot import no_such_module"),
+    (["--teacher-api", "{api}:missing", "--dataset", "mnist5k"], "has no function missing"),
+    (["--teacher-api", "{api}", "--dataset", "mnist5k"], "give MODULE:FUNCTION"),
+    (["--teacher-api", "{api}:answer"], "give --dataset"),
+    (["--teacher-api", "{api}:answer", "--dataset", "mnist5k", "--release", "stingy"], "drop --release"),
+    (["{api}", "--teacher-api", "{api}:answer", "--dataset", "mnist5k"], "one of them"),
+    (["--teacher-api", "{api}:answer", "--dataset", "mnist5k", "--attacks", "dafl"], "skipped (white-box"),
+])
+def test_a_bad_api_audit_is_refused_in_one_line_before_anything_is_written(api, tmp_path, argv, message):
+    file = api[0].rpartition(":")[0]
+    proc = run_script("-m", "undistill.audit", *[a.format(api=file) for a in argv], "--output",
+                      str(tmp_path / "audit"), check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "audit").exists() and asked(api[1]) == 0
+
+
+def test_the_python_api_audits_a_function_its_students_can_import(api, tmp_path, monkeypatch):
+    from undistill import api as python_api
+    monkeypatch.syspath_prepend(str(tmp_path))
+    answer = importlib.import_module("owner_api").answer  # what a notebook imports from the owner's file
+    assert python_api.api_spec(answer) == f"{tmp_path / 'owner_api.py'}:answer"
+    with pytest.raises(UserError, match="not a function at the top of a .py file"):
+        python_api.audit(lambda images: images, output=tmp_path / "bad", dataset="mnist5k")
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_an_api_is_audited_end_to_end_each_image_asked_once(owner, api, tmp_path):
+    spec, log = api
+    out = tmp_path / "audit"
+    run_script("-m", "undistill.audit", "--teacher-api", spec, "--api-output", "probs", "--dataset", "mnist5k",
+               "--attacks", "dkd", "kd", "--seeds", "0", "--epochs", "1", "--share", "0.05", "--output", str(out))
+    report = json.loads((out / "report.json").read_text())
+    assert {r["attack"] for r in report["rows"]} == {"dkd", "kd"} and report["skipped"].keys() == {"dafl",
+                                                                                                   "deepinversion"}
+    # the report's teacher is the API's answers: its accuracy, the owner's network's on the test split
+    test = datasets.load("mnist5k").test
+    with torch.no_grad():
+        expected = (owner["cnn"]((test.images.float() / 255 - MEAN) / STD).argmax(1) == test.labels).double()
+    assert report["releases"]["full"]["acc"] == pytest.approx(100 * expected.mean().item())
+    # six students (dkd, kd at five temperatures) of one seed train on the same images: the API answered those of
+    # one student's epoch and the test split, each once, though every student sent it all of its images
+    sent = [json.loads(p.read_text())["queries"] for p in (out / "full" / "cnn").rglob("s0/summary.json")]
+    assert len(sent) == 6 and len(set(sent)) == 1
+    assert asked(log) == report["api"]["answered"] == sent[0] + len(test)
+    assert "Not run: dafl (white-box" in (out / "report.md").read_text()
+
+
 @pytest.fixture(scope="module")
 def gray_teacher(owner, tmp_path_factory):
     """The grayscale TorchScript model imported with its convention (resize, luminance, normalization, order)."""
     return imported(owner["where"] / "gray.pt", tmp_path_factory.mktemp("gray") / "run", "--mean", str(MEAN),
                     "--std", str(STD), "--image-size", "28", "--channels", "1", "--class-order",
                     str(owner["where"] / "order.txt"))
+
+
+def test_an_audit_of_a_torchscript_teacher_skips_the_white_box_attacks(gray_teacher, tmp_path):
+    plan = audit.make_plan(audit.parse_args([str(gray_teacher), "--budget", "full", "--output", str(tmp_path)]))
+    assert sorted(plan.skipped) == ["dafl", "deepinversion"] and "is a TorchScript module" in plan.skipped["dafl"]
+    assert not {"dafl", "deepinversion"} & {a.name for a in plan.attacks}
 
 
 @pytest.mark.parametrize("release", ["stingy", "topk", "rounded", "label", "reverse-sigmoid"])

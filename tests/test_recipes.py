@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
-from undistill import UserError, datasets, recipe, recipe_figures
+from undistill import UserError, checkpoint, datasets, models, recipe, recipe_figures
 
 from conftest import TINY
 
@@ -169,6 +170,30 @@ def test_a_failed_stage_stops_the_recipe_with_its_one_line_error_and_keeps_the_s
     assert done.stderr.strip().splitlines()[-1] == "error: --epochs 0 is outside [1, inf)"
     assert (tmp_path / "out" / "good" / "s0" / "summary.json").is_file()
     assert (tmp_path / "out" / "logs" / "good_s0.log").is_file()  # a real run's cell: a process of its own, its log
+
+
+def test_an_imported_teacher_is_a_cell_each_seed_taking_the_same_model_once(tmp_path):
+    torch.manual_seed(0)
+    weights = models.build("cnn", 10).state_dict()
+    torch.save(weights, tmp_path / "owner.pth")
+    script = tmp_path / "recipe.sh"  # the owner's weights imported, then distilled from, over two seeds
+    script.write_text(f'source {ROOT}/recipes/lib.sh nasty_teacher/test "$@"\n'
+                      f"cell teacher undistill.importer {tmp_path / 'owner.pth'} --arch cnn\n"
+                      "run_cells\n"
+                      "cell kd distill_student.py --arch cnn --attack kd --teacher @teacher\n"
+                      "run_cells\n")
+    env = dict(SMOKE, SEEDS="0,1")
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for seed in (0, 1):
+        ckpt = checkpoint.load(tmp_path / "out" / "teacher" / f"s{seed}" / "checkpoint.pt")
+        assert ckpt["method"] == "imported" and all(torch.equal(ckpt["state_dict"][k], v) for k, v in weights.items())
+        kd = json.loads((tmp_path / "out" / "kd" / f"s{seed}" / "summary.json").read_text())
+        assert kd["settings"]["teacher"] == str(tmp_path / "out" / "teacher" / f"s{seed}" / "checkpoint.pt")
+    again = subprocess.run(["bash", str(script), str(tmp_path / "out")], env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0 and "undistill.importer" not in again.stdout  # imported once: kept
 
 
 def summary(path, acc, epochs=1, best=None):

@@ -4,13 +4,16 @@ in this process from any working directory, and returns its results as data (doc
 
 A teacher is a checkpoint's path or an nn.Module: a module is imported first (undistill.importer, traced to
 TorchScript into <output>/teacher/: it must take images (N, 3, H, W) of values in [0, 255] and return logits;
-`convention` passes the importer's --mean, --std, --image-size, --channels or --class-order). Bad input raises
-undistill.UserError, with the one line the command would print.
+`convention` passes the importer's --mean, --std, --image-size, --channels or --class-order). The audit also takes
+a function that answers queries, a black-box API (`api_output="probs"` for --api-output): one defined at the top of
+a .py file, which the students' processes import from there. Bad input raises undistill.UserError, with the one
+line the command would print.
 """
 import io
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -40,7 +43,7 @@ def checkpoint_of(teacher: Teacher, where: Path, options: dict[str, Any], **conv
         return Path(teacher)
     if not isinstance(teacher, nn.Module):
         raise UserError(f"a teacher is a checkpoint's path or an nn.Module, not a {type(teacher).__name__}: a "
-                        "function that answers queries goes to distill(teacher_api='module:function')")
+                        "function that answers queries goes to audit(), or to distill(teacher_api='module:function')")
     data = {name: options.get(name) for name in ("data_dir", "split_file", "image_size")}
     dataset = options.get("dataset") or "mnist5k"
     size = datasets.record(dataset, **data).image_size
@@ -60,12 +63,29 @@ def checkpoint_of(teacher: Teacher, where: Path, options: dict[str, Any], **conv
     return where / "imported" / "checkpoint.pt"
 
 
-def audit(teacher: Teacher, *, output: str | Path, convention: dict[str, Any] | None = None,
+def api_spec(fn: Callable) -> str:
+    """--teacher-api's FILE.py:FUNCTION for a function the students' processes can import: one defined at the top
+    of a module file (not a notebook's or a script's __main__, which would run again)."""
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    name = getattr(fn, "__name__", "")
+    source = getattr(module, "__file__", None)
+    if module is None or module.__name__ == "__main__" or getattr(module, name, None) is not fn or \
+            source is None or not source.endswith(".py"):
+        raise UserError(f"the teacher {name or type(fn).__name__} is not a function at the top of a .py file: "
+                        "define it in one and import it from there (the students' processes import it)")
+    return f"{Path(source).absolute()}:{name}"
+
+
+def audit(teacher: Teacher | Callable, *, output: str | Path, convention: dict[str, Any] | None = None,
           **options: Any) -> dict[str, Any]:
-    """`undistill audit`: the report (report.json's content: releases, rows, baselines, verdicts)."""
+    """`undistill audit`: the report (report.json's content: releases, rows, baselines, verdicts). `teacher` may be
+    a function that answers queries (`api_output`: what it returns; `dataset`: what it answers on)."""
     output = Path(output).absolute()
-    path = checkpoint_of(teacher, output / "teacher", options, **(convention or {}))
-    audit_command.main(audit_command.parse_args([str(path), "--output", str(output / "audit"), *argv(options)]))
+    if callable(teacher) and not isinstance(teacher, nn.Module):
+        given = ["--teacher-api", api_spec(teacher)]
+    else:
+        given = [str(checkpoint_of(teacher, output / "teacher", options, **(convention or {})))]
+    audit_command.main(audit_command.parse_args([*given, "--output", str(output / "audit"), *argv(options)]))
     return json.loads((output / "audit" / "report.json").read_text())
 
 

@@ -3,6 +3,7 @@ checkpoint, and answers with the verdict against the label-smoothing student, th
 
     python -m undistill.audit runs/quickstart/teacher-nasty/checkpoint.pt --budget quick
     python -m undistill.audit T.pt --data-dir data/cifar10 --reference CE.pt --release full topk label --jobs 4
+    python -m undistill.audit --teacher-api owner_api.py:answer --api-output probs --dataset mnist5k
 
 Each attack is a row of the verdict. An attack whose method searches its settings (KD's temperature, HTC's and SCM's
 temperature and multiplier, as their papers did) trains one student per setting and seed, and per seed keeps the one
@@ -12,11 +13,17 @@ is skipped and an unfinished one resumed, so the same command continues an inter
 `distill_student.py` processes, --jobs at a time (each under torchrun with --nproc-per-cell), and the report is
 written at the end from every finished student under --output: report.md, report.json, the figures (PNG) and
 report.html. The verdict and its statistics: undistill/verdict.py.
+
+A black-box API audits as its answers (--teacher-api, undistill/teacher_api.py): the black-box attacks query it
+through one cache under --output, so an image any student or the report has sent is never asked again, and the
+white-box attacks, which read a teacher's gradients and internals, are skipped (an imported TorchScript module is a
+black box too).
 """
 import argparse
 import collections
 import hashlib
 import html
+import inspect
 import math
 import shutil
 import statistics
@@ -27,8 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from . import UserError, cells, checkpoint, datasets, distributed, launch, methods, metrics, models, options, runs
+from . import teacher_api
 from . import verdict as stats
 from .report import fmt, mean_std, read_json
 
@@ -78,7 +87,7 @@ class Attack:
 
 @dataclass
 class Plan:
-    teacher: Path
+    teacher: Path | None  # the checkpoint; None where an API answers for the teacher
     out: Path
     record: datasets.DatasetRecord
     releases: dict  # release spec -> checkpoint path of the released teacher
@@ -92,6 +101,12 @@ class Plan:
     data: list = field(default_factory=list)  # the data options every student and release gets
     attacks: list = field(default_factory=list)  # every row, baselines first
     chosen: set = field(default_factory=set)  # the names of the rows to run (--attacks), their baselines included
+    api: "Api | None" = None
+    skipped: dict = field(default_factory=dict)  # white-box attack -> why it does not run against a black box
+
+    @property
+    def name(self) -> str:
+        return f"--teacher-api {self.api.spec}" if self.api else str(self.teacher)
 
     def units(self, only_chosen=False):
         """(attack, setting, student architecture, seed, run directory) of every student of the plan."""
@@ -116,11 +131,29 @@ class Plan:
         return next(a for a in self.attacks if a.release is None and a.method == method and a.share == share)
 
 
+@dataclass(frozen=True)
+class Api:
+    """--teacher-api as the audit passes it on: MODULE:FUNCTION (a .py file's path made absolute, for the students'
+    processes), what it answers, the cache every student and the report share, and the file its function is in."""
+    spec: str
+    output: str
+    cache: Path
+    source: Path | None
+
+    def teacher(self, num_classes: int) -> teacher_api.ApiTeacher:
+        return teacher_api.ApiTeacher(teacher_api.load_function(self.spec), self.spec, self.output, self.cache,
+                                      num_classes)
+
+    def options(self) -> list[str]:
+        return ["--teacher-api", self.spec, "--api-output", self.output, "--api-cache", str(self.cache)]
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m undistill.audit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("teacher", type=Path, help="the trained teacher's checkpoint (train_teacher.py)")
-    p.add_argument("--dataset", help="default: the checkpoint's")
+    p.add_argument("teacher", type=Path, nargs="?", help="the trained teacher's checkpoint (train_teacher.py); "
+                   "none with --teacher-api")
+    p.add_argument("--dataset", help="default: the checkpoint's (with --teacher-api: give it)")
     p.add_argument("--data-dir", type=Path, help="dataset root (not needed for the built-in mnist5k)")
     p.add_argument("--split-file", type=Path, help="--dataset folder: the owner's train/test split (docs/data.md)")
     p.add_argument("--image-size", type=int, help="--dataset folder: the size the images are read at (default: "
@@ -153,6 +186,7 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true", help="start again where --output holds an audit of another "
                    "teacher or schedule (its runs are deleted)")
     p.add_argument("--plan-only", action="store_true", help="print the plan and its estimated time, run nothing")
+    teacher_api.add_arguments(p)
     launch.add_arguments(p, array_seeds=False)
     return p.parse_args(argv)
 
@@ -160,7 +194,7 @@ def parse_args(argv=None):
 # ---- the plan
 
 def check(args, teacher):
-    """Every option, before anything runs or is written."""
+    """Every option, before anything runs or is written (the teacher: its checkpoint, None for an API)."""
     if args.slurm or args.slurm_local:
         launch.check(args)
     if args.jobs < 1 or args.nproc_per_cell < 1:
@@ -169,6 +203,8 @@ def check(args, teacher):
         raise UserError(f"--share {args.share}: give a fraction in (0, 1]")
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs {args.epochs}: give at least 1")
+    if teacher is None:
+        return
     if teacher["role"] != "teacher":
         raise UserError(f"{args.teacher} is a {teacher['role']}'s checkpoint: audit a teacher")
     if teacher.get("release") and any(spec != "full" for spec in args.release):
@@ -218,8 +254,34 @@ def limited(share):
     return [round(share * f, 6) for f in (0.1, 0.5)]
 
 
+def api_of(args, out):
+    """The API of --teacher-api, its function loaded (a bad MODULE:FUNCTION is refused here, before anything is
+    written), or None where a checkpoint is audited."""
+    if (args.teacher is None) == (args.teacher_api is None):
+        raise UserError("give the teacher's checkpoint or --teacher-api MODULE:FUNCTION, one of them")
+    if args.teacher_api is None:
+        if args.api_cache or args.api_output != "logits":
+            raise UserError("--api-output and --api-cache describe --teacher-api: give it, or drop them")
+        return None
+    if args.dataset is None:
+        raise UserError("--teacher-api answers images of a dataset: give --dataset (and --data-dir)")
+    if any(spec != "full" for spec in args.release):
+        raise UserError("--teacher-api is audited as it answers: drop --release (its answers are the release)")
+    fn = teacher_api.load_function(args.teacher_api)
+    module, _, function = args.teacher_api.rpartition(":")
+    spec = f"{Path(module).absolute()}:{function}" if module.endswith(".py") else args.teacher_api
+    source = inspect.getsourcefile(fn)
+    return Api(spec, args.api_output, (args.api_cache or out / "api-cache").absolute(),
+               Path(source) if source else None)
+
+
 def make_plan(args):
-    teacher = checkpoint.load(args.teacher)
+    # the students' commands run in the package's directory: every path they get is absolute
+    default = f"audit-{args.teacher.resolve().parent.name}" if args.teacher else \
+        f"audit-api-{Path((args.teacher_api or '').rpartition(':')[0]).stem}"
+    out = (args.output or Path("runs") / default).absolute()
+    api = api_of(args, out)
+    teacher = None if api else checkpoint.load(args.teacher)
     check(args, teacher)
     owner = owner_data(args, args.dataset or teacher["dataset"], teacher)
     record = datasets.record(args.dataset or teacher["dataset"], args.data_dir, **owner)
@@ -227,22 +289,28 @@ def make_plan(args):
     share = args.share or budget.share
     epochs, milestones = schedule(record, budget, args.epochs)
     archs = args.student_arch or [record.arch]
-    # the students' commands run in the package's directory: every path they get is absolute
-    out = (args.output or Path("runs") / f"audit-{args.teacher.resolve().parent.name}").absolute()
     releases = {}
     for spec in args.release:
         name = spec.split(":")[0]
         if name != "full" and methods.get("defense", name).release is None:
             raise UserError(f"--release {spec}: {name} is not a release (choose full or one of "
                             f"{', '.join(m for m in methods.names('defense') if methods.get('defense', m).release)})")
-        releases[spec] = args.teacher.absolute() if name == "full" else \
+        releases[spec] = (args.teacher.absolute() if args.teacher else None) if name == "full" else \
             out / "releases" / spec.replace(":", "_") / "checkpoint.pt"
     seeds = list(budget.seeds) if args.seeds is None else options.parse_seeds(args.seeds, "--seeds")
-    plan = Plan(args.teacher.absolute(), out, record, releases, archs, seeds, epochs, milestones, share,
-                owner=owner, data=data_options(args, owner))
+    plan = Plan(args.teacher and args.teacher.absolute(), out, record, releases, archs, seeds, epochs, milestones,
+                share, owner=owner, data=data_options(args, owner), api=api)
     rows = [a for spec in releases for a in attacks_for(spec, record, budget, share, all(map(has_stages, archs)))]
+    if api or teacher["arch"] == checkpoint.TORCHSCRIPT:
+        what = "--teacher-api answers only queries" if api else f"{args.teacher} is a TorchScript module"
+        plan.skipped = {m.name: f"white-box: it reads the teacher's gradients and internals, and {what}"
+                        for m in methods.REGISTRY["attack"].values() if m.access == "white-box"}
+        rows = [a for a in rows if a.method not in plan.skipped]
     chosen = rows
     if args.attacks:
+        refused = next((a for a in args.attacks if a in plan.skipped), None)
+        if refused:
+            raise UserError(f"--attacks {refused}: skipped ({plan.skipped[refused]}); choose a black-box attack")
         unknown = sorted(set(args.attacks) - {a.name for a in rows})
         if unknown:
             raise UserError(f"--attacks {unknown[0]}: not an attack of this plan; choose among "
@@ -258,7 +326,7 @@ def owner_data(args, dataset, teacher):
     """The folder dataset's options: the split file, and the size of the teacher's images unless given."""
     given = {"split_file": args.split_file, "image_size": args.image_size}
     if dataset == "folder":
-        given["image_size"] = args.image_size or teacher["image_size"]
+        given["image_size"] = args.image_size or (teacher and teacher["image_size"])  # an API's: the images' own
     return {k: v for k, v in given.items() if v is not None}  # given for another dataset: refused by the record
 
 
@@ -295,7 +363,7 @@ def run_of(attack, setting, arch, seed, plan, args, out):
                "--arch", arch, "--seed", str(seed), "--epochs", str(plan.epochs), "--milestones", plan.milestones,
                "--device", args.device, "--quiet", "--output", str(out)]
     if attack.release is not None:
-        command += ["--teacher", str(plan.releases[attack.release])]
+        command += plan.api.options() if plan.api else ["--teacher", str(plan.releases[attack.release])]
     if not attack.definition.data_free:
         command += ["--subset", f"{attack.share:g}", "--validation", f"{VALIDATION:g}"]
         if plan.batch(attack) != BATCH:
@@ -307,7 +375,8 @@ def measured_step(plan, device):
     """Seconds of one student training step with a teacher forward, measured here (the plan's first estimate)."""
     device = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
     record, batch = plan.record, BATCH
-    teacher, _ = checkpoint.load_classifier(plan.teacher)
+    # an API's answers are cached: its students' steps are the student's own (the first queries aside)
+    teacher = nn.Identity() if plan.api else checkpoint.load_classifier(plan.teacher)[0]
     student = models.Classifier(models.build(plan.archs[0], record.num_classes), record.mean, record.std)
     teacher.to(device), student.to(device)
     optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
@@ -369,7 +438,7 @@ def run(plan, args, estimate=None):
     out = plan.out
     claim(plan, args)
     for spec, path in plan.releases.items():
-        if path != plan.teacher and not (path.parent / "summary.json").is_file():
+        if path not in (plan.teacher, None) and not (path.parent / "summary.json").is_file():
             if cells.execute(release_command(spec, plan, path, args) + ["--overwrite"], out / "logs" / "releases.log"):
                 raise UserError(f"the {spec} release failed: see {out / 'logs' / 'releases.log'}")
     units = list(plan.units(only_chosen=True))
@@ -411,22 +480,27 @@ def measure(plan, args, info):
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     loader = torch.utils.data.DataLoader(info.test, batch_size=256)
     labels = torch.cat([y for _, y in loader])
-    owner, _ = checkpoint.load_classifier(plan.teacher)
-    z_teacher = logits_of(owner.to(device), loader, device)
+    owner = plan.api.teacher(plan.record.num_classes) if plan.api else checkpoint.load_classifier(plan.teacher)[0]
+    z_teacher = logits_of(owner.to(device), loader, device)  # an API's answers to the test split, cached
     tau = methods.get("attack", "kd").default("tau", plan.record.name)
-    report = {"teacher": str(plan.teacher), "dataset": plan.record.name, "budget": args.budget,
+    report = {"teacher": plan.name, "dataset": plan.record.name, "budget": args.budget,
               "seeds": plan.seeds, "epochs": plan.epochs, "share": plan.share, "validation": VALIDATION, "tau": tau,
-              "releases": {}, "rows": [], "search": []}
+              "releases": {}, "rows": [], "search": [], "skipped": plan.skipped}
+    if plan.api:  # the images it has answered: one cached answer each
+        report["api"] = {"spec": plan.api.spec, "output": plan.api.output,
+                         "answered": sum(1 for _ in owner.cache.glob("*/*.pt"))}
     z_reference = None
     if args.reference:
         reference, _ = checkpoint.load_classifier(args.reference)
         z_reference = logits_of(reference.to(device), loader, device)
     temperatures = metrics.parse_temperatures(metrics.DEFAULT_TEMPERATURES)
     for spec, path in plan.releases.items():
-        if not path.is_file():
+        if path is None:  # the API's answers
+            z = z_teacher
+        elif not path.is_file():
             continue  # a release not written yet: its students have not run either
-        released, _ = checkpoint.load_classifier(path)
-        z = logits_of(released.to(device), loader, device)
+        else:
+            z = logits_of(checkpoint.load_classifier(path)[0].to(device), loader, device)
         cost = owner_cost(z, labels, z_reference, tau, plan.record.num_classes, temperatures)
         report["releases"][spec] = dict(cost, logits=z)
     if z_reference is not None:
@@ -561,6 +635,13 @@ def markdown(report, figures):
              f"on the test split, KL at tau {report['tau']:g}.", "",
              *[f"**{w}**\n" for w in report.get("warnings", [])], "## Verdict", ""]
     lines += [f"- {v}" for v in report["verdicts"].values()]
+    if report["skipped"]:
+        lines += ["", "Not run: " + "; ".join(f"{name} ({why})" for name, why in report["skipped"].items()) + "."]
+    if "api" in report:
+        api = report["api"]
+        lines += ["", f"The teacher is the API `{api['spec']}` ({api['output']}): it answered {api['answered']:,} "
+                  "images, each once (its answers cached for every student and this report); `queries` counts the "
+                  "images a student sent to it, cached or not."]
     lines += ["", "The verdict reads each student's test accuracy at its last epoch, its setting chosen on the "
               "validation split where the attack searches one; `best` is the best test epoch, what the papers' code "
               "reports, an optimistic figure. `vs LS`: the paired difference to the LS students of the same seeds, "
@@ -698,7 +779,7 @@ def main(args):
                 "first student)")
     else:
         when = "every student trained: the report only"
-    print(f"audit of {args.teacher} on {plan.record.name}: {len(units)} students ({len(left)} to run) over "
+    print(f"audit of {plan.name} on {plan.record.name}: {len(units)} students ({len(left)} to run) over "
           f"{len(plan.seeds)} seed(s), {plan.epochs} epochs each, releases {', '.join(plan.releases)}; {when} -> "
           f"{plan.out}", flush=True)
     for attack in plan.attacks:
@@ -707,6 +788,8 @@ def main(args):
             print(f"  {attack.release or 'baseline'}: {attack.name} ({' '.join([attack.method, *attack.options])}, "
                   f"share {attack.share:g}{search}{', white-box' if attack.definition.access == 'white-box' else ''})",
                   flush=True)
+    for name, why in plan.skipped.items():
+        print(f"  skipped: {name} ({why})", flush=True)
     if args.plan_only:
         return
     if not run(plan, args, estimate):
@@ -736,7 +819,9 @@ def without_logits(report):
 
 def identity(plan):
     """What the runs under --output were trained for: a student of another teacher or schedule is not this audit's."""
-    return {"teacher": str(plan.teacher), "teacher_sha256": hashlib.sha256(plan.teacher.read_bytes()).hexdigest(),
+    source = plan.api.source if plan.api else plan.teacher  # an API's function: the file it is defined in
+    return {"teacher": plan.name, "teacher_sha256": source and hashlib.sha256(source.read_bytes()).hexdigest(),
+            "api_output": plan.api and plan.api.output,
             "dataset": plan.record.name, "epochs": plan.epochs, "milestones": plan.milestones,
             "validation": VALIDATION, **({"split_file_sha256": hashlib.sha256(
                 plan.owner["split_file"].read_bytes()).hexdigest()} if plan.owner.get("split_file") else {})}

@@ -23,13 +23,17 @@ from . import UserError, launch
 
 
 
-ENTRY_SCRIPTS = ("train_teacher.py", "distill_student.py")  # cells name them so; they run as the package's modules
+# what cells name them -> the package's modules they run as: the two entry scripts, and the importer (a model
+# released elsewhere, taken as it is)
+ENTRY_SCRIPTS = {"train_teacher.py": "undistill.train_teacher", "distill_student.py": "undistill.distill_student",
+                 "undistill.importer": "undistill.importer"}
 
 
 @dataclass(frozen=True)
 class Cell:
-    """`argv`: the entry script (train_teacher.py or distill_student.py) and its options, --output `out`
-    included; `epochs`: what a finished run has trained (None: a release, which trains nothing)."""
+    """`argv`: the entry script (train_teacher.py, distill_student.py or undistill.importer) and its options,
+    --output `out` included; `epochs`: what a finished run has trained (None: a release or an import, which train
+    nothing)."""
     argv: tuple
     out: Path
     epochs: int | None
@@ -58,9 +62,8 @@ def state(out, epochs):
 
 
 def script(name):
-    """The entry script's module (train_teacher.py or distill_student.py: undistill.train_teacher or
-    undistill.distill_student)."""
-    return importlib.import_module(f"undistill.{Path(name).stem}")
+    """The entry script's module (ENTRY_SCRIPTS)."""
+    return importlib.import_module(ENTRY_SCRIPTS[name])
 
 
 def execute(command, log, jobs=1, nproc=1, processes=None):
@@ -71,7 +74,7 @@ def execute(command, log, jobs=1, nproc=1, processes=None):
     threads = max(1, (os.cpu_count() or 1) // (jobs * nproc))
     entry = list(command[:1])
     if command[0] in ENTRY_SCRIPTS:  # the entry script's module: a checkout's or an installed one
-        entry = ["-m" if nproc == 1 else "--module", f"undistill.{Path(command[0]).stem}"]
+        entry = ["-m" if nproc == 1 else "--module", ENTRY_SCRIPTS[command[0]]]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads),
                PYTHONPATH=os.pathsep.join(filter(None, [str(launch.IMPORTED_FROM), os.environ.get("PYTHONPATH")])))
     log.parent.mkdir(parents=True, exist_ok=True)

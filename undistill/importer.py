@@ -6,7 +6,8 @@
 
 The source is one of:
   - a state_dict (`torch.save(model.state_dict())`, loaded with weights_only=True; torchvision's published files
-    with their old key names included) or a safetensors file, with --arch naming the architecture;
+    with their old key names included) or a safetensors file, with --arch naming the architecture (a timm model's
+    as timm.<name>, e.g. timm.resnet18, where timm is installed);
   - a TorchScript file (`torch.jit.save`): a black box, forward only (white-box attacks refuse it);
   - a pickled full module (`torch.save(model)`), only with --trust-pickle: unpickling runs the file's code. It is
     kept as its weights with --arch, else traced to TorchScript.
@@ -39,8 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", type=Path, help="the model file: a state_dict .pth, a .safetensors, a TorchScript "
                    "file, or (with --trust-pickle) a pickled module")
-    p.add_argument("--arch", help="the architecture of a state_dict (models.names(): tv.resnet18, cnn, ...); "
-                   "needless for TorchScript")
+    p.add_argument("--arch", help="the architecture of a state_dict (models.names(): tv.resnet18, cnn, ...; "
+                   "timm.<name> where timm is installed); needless for TorchScript")
     g = p.add_argument_group("the owner's input convention")
     g.add_argument("--mean", type=float, nargs="+", help="per-channel mean of [0, 1] pixels (default: the dataset's)")
     g.add_argument("--std", type=float, nargs="+", help="per-channel std of [0, 1] pixels (default: the dataset's)")

@@ -7,8 +7,9 @@ the work behind those three words.
     python -m undistill.recipe serve      (the requests on standard input, one per line: see serve)
 
 CELLS holds one cell per line: its name (a path below OUT), the entry script and its options, shell-quoted. Each
-cell runs once per seed, in OUT/<name>/s<seed>, with `--seed` set; `@NAME` in its options stands for the same
-seed's OUT/NAME/s<seed>/checkpoint.pt (a teacher trained by an earlier cell). A line that starts with --search is a
+cell runs once per seed, in OUT/<name>/s<seed>, with `--seed` set (undistill.importer, a model released elsewhere,
+imports the same model into each seed's directory); `@NAME` in its options stands for the same seed's
+OUT/NAME/s<seed>/checkpoint.pt (a teacher trained by an earlier cell). A line that starts with --search is a
 searched cell: its attack's search (Method.search, the settings it does not set itself) first runs in
 OUT/<name>/<setting>/s<seed>, each holding out VALIDATION of the training images; per seed, the setting with the
 best validation accuracy is recorded in OUT/<name>/search-s<seed>.json and trained again on all the images, in
@@ -53,9 +54,9 @@ def read_cells(path):
             words = shlex.split(line)
             searched = words[0] == "--search"
             name, *argv = words[searched:]
-            if not argv or argv[0] not in ("train_teacher.py", "distill_student.py"):
-                raise UserError(f"{path}:{number}: a cell is [--search] NAME train_teacher.py|distill_student.py "
-                                "OPTIONS")
+            if not argv or argv[0] not in cells.ENTRY_SCRIPTS:
+                raise UserError(f"{path}:{number}: a cell is [--search] NAME "
+                                f"{'|'.join(cells.ENTRY_SCRIPTS)} OPTIONS")
             found.append((name, argv, searched))
     return found
 
@@ -115,14 +116,17 @@ def expand(name, argv, seed, out, smoke, device=None):
     argv = [str(out / ref[1:] / f"s{seed}" / "checkpoint.pt") if ref.startswith("@") else ref for ref in argv]
     script = cells.script(argv[0])
     parsed = script.parse_args(argv[1:])
-    kind = "defense" if "defense" in vars(parsed) else "attack"
-    method = methods.chosen(parsed, kind)
-    extra = ["--seed", str(seed), "--output", str(out / name / f"s{seed}")]
+    imported = argv[0] == "undistill.importer"  # trains nothing: the model as released, measured on the test split
+    extra = ([] if imported else ["--seed", str(seed)]) + ["--output", str(out / name / f"s{seed}")]
     directory = data_dir(parsed.dataset, out, smoke)
     if directory is not None:
         extra += ["--data-dir", str(directory)]
     if device:
         extra += ["--device", device]
+    if imported:
+        return cells.Cell(tuple(argv + extra + (["--workers", "0"] if smoke else [])), out / name / f"s{seed}", None)
+    kind = "defense" if "defense" in vars(parsed) else "attack"
+    method = methods.chosen(parsed, kind)
     if smoke:
         extra += [*SMOKE, "--quiet", *method.smoke]  # the method's own tiny settings too (Method.smoke)
     argv += extra

@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
-from .. import UserError, runs
+from .. import UserError, require, runs
 from .cifar import CIFAR_MODELS
 from .heads import SkepticalNet
 
@@ -26,7 +26,8 @@ def build(arch, num_classes, weights=None, heads=None, image_size=None):
     """A randomly initialized network, or one loaded from a local state_dict file (nothing is downloaded).
 
     CIFAR variants go by their plain names (resnet18); torchvision's ImageNet models by `tv.<name>`
-    (tv.resnet18), or by the plain name where no CIFAR variant has it (densenet121). `heads` (a HEADS name)
+    (tv.resnet18), or by the plain name where no CIFAR variant has it (densenet121); timm's by `timm.<name>`
+    (timm.resnet18), where timm is installed. `heads` (a HEADS name)
     wraps the network, after loading `weights`, with auxiliary classifier heads. With `image_size`, one probe
     image checks that the network takes the dataset's images (the plain CNN takes only 32x32).
     """
@@ -35,8 +36,14 @@ def build(arch, num_classes, weights=None, heads=None, image_size=None):
         net = CIFAR_MODELS[arch](num_classes)
     elif torchvision_name in torchvision.models.list_models(torchvision.models):
         net = torchvision.models.get_model(torchvision_name, weights=None, num_classes=num_classes)
+    elif arch.startswith("timm."):
+        timm = require("timm", "timm", f"--arch {arch}")
+        try:
+            net = timm.create_model(arch[len("timm."):], pretrained=False, num_classes=num_classes)
+        except RuntimeError as e:  # timm's "Unknown model"
+            raise UserError(f"--arch {arch}: {str(e).strip()[:120]} (timm.list_models() names timm's)") from None
     else:
-        raise UserError(f"unknown architecture {arch!r}; choose one of: {', '.join(names())}")
+        raise UserError(f"unknown architecture {arch!r}; choose one of: {', '.join(names())}, or timm.<name>")
     if weights is not None:
         state = runs.load_tensors(weights, "--weights")
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
