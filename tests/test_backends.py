@@ -19,7 +19,8 @@ TIMING = ("images_per_s", "time_s")
 
 
 def launch(backend, *argv, nproc=2):
-    """A 2-process run as docs/distributed.md writes it: torchrun for ddp and deepspeed, `accelerate launch` for accelerate."""
+    """A 2-process run as docs/distributed.md writes it: torchrun for ddp and deepspeed, `accelerate launch` for
+    accelerate."""
     if backend == "accelerate":
         return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", ACCELERATE_CONFIG, *argv,
                 "--backend", "accelerate"]

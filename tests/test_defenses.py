@@ -174,7 +174,8 @@ def test_stingy_k_rounds_down_and_is_at_least_one():
 
 def test_stingy_ratios_per_dataset_give_the_papers_k():
     stingy = methods.get("defense", "stingy")
-    ks = {name: stingy_k(stingy.default("ratio", name), r.num_classes) for name, r in datasets.DATASETS.items()}
+    papers = [r for r in datasets.DATASETS.values() if r.name != "folder"]  # an owner's folder counts its classes
+    ks = {r.name: stingy_k(stingy.default("ratio", r.name), r.num_classes) for r in papers}
     assert ks == {"mnist5k": 2, "cifar10": 2, "cifar100": 10, "tinyimagenet": 20, "imagenet": 100}
 
 

@@ -233,7 +233,8 @@ def test_the_table_holds_means_differences_to_the_baseline_and_paired_intervals_
     assert one["vs_ls"]["mean"] == pytest.approx(1.5) and one["outcome"] == "indicative"
     assert void["outcome"] == "void" and htc["chosen"] == {0: "tau50-multiplier5"}
     text = recipe.markdown(table, layout)
-    assert "| kd | - | - | 55.00 ± 2.00 (best 56.00) (+0.00) LS +0.00 ± 1.00 [-2.48, +2.48] ≈ | 2.00 (+1.00) |" in text
+    assert ("| kd | - | - | 55.00 ± 2.00 (best 56.00) (+0.00) LS +0.00 ± 1.00 [-2.48, +2.48] ≈ | 2.00 (+1.00) |"
+            in text)
     assert "LS +3.00 ± 1.00 [+0.52, +5.48] ✗ [s0: tau50-multiplier5] |" in text
     assert "LS -3.00 ± 1.00 [-5.48, -0.52] ✓ |" in text
     assert "| one | - | - | 53.50 (best 53.50) (-1.50) LS +1.50 (1 seed) ? | - |" in text

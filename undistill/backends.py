@@ -28,8 +28,8 @@ def add_arguments(group):
                        help="ddp: torch DDP under torchrun (or one process); deepspeed: ZeRO from --deepspeed-config; "
                             "accelerate: under `accelerate launch --config_file ...`")
     group.add_argument("--deepspeed-config", type=Path, default=DEFAULT_DEEPSPEED_CONFIG,
-                       help="DeepSpeed JSON: ZeRO stage (1-3) and precision (torch_autocast bf16); batch size, optimizer and lr "
-                            "come from this script's options")
+                       help="DeepSpeed JSON: ZeRO stage (1-3) and precision (torch_autocast bf16); batch size, "
+                            "optimizer and lr come from this script's options")
 
 
 def resolve_precision(args):
@@ -122,7 +122,8 @@ class DDP:
 
     def load(self, state, out):
         if "optimizer" not in state:
-            raise UserError(f"{out} was trained with --backend {state['args'].get('backend', 'ddp')}: resume it with that")
+            raise UserError(f"{out} was trained with --backend {state['args'].get('backend', 'ddp')}: resume it "
+                            "with that")
         self.optimizer.load_state_dict(state["optimizer"])
 
     def saved(self, out, ctx):
@@ -198,7 +199,8 @@ class DeepSpeed:
 
     def load(self, state, out):
         if "deepspeed_tag" not in state:
-            raise UserError(f"{out} was trained with --backend {state['args'].get('backend', 'ddp')}: resume it with that")
+            raise UserError(f"{out} was trained with --backend {state['args'].get('backend', 'ddp')}: resume it "
+                            "with that")
         path, _ = self.trained.load_checkpoint(str(out / "deepspeed"), tag=state["deepspeed_tag"])
         if path is None:
             raise UserError(f"{out / 'deepspeed' / state['deepspeed_tag']} is missing: the DeepSpeed checkpoint "

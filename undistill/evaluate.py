@@ -129,7 +129,8 @@ def main(args):
 
     splits = ["test", "train"] if args.split == "both" else [args.split]
     views = {"test": info.test, "train": datasets.unaugmented(info.train, info.test)}
-    result = {"checkpoint": " + ".join(map(str, args.checkpoint)), "reference": str(args.reference) if args.reference else None,
+    result = {"checkpoint": " + ".join(map(str, args.checkpoint)),
+              "reference": str(args.reference) if args.reference else None,
               "model": {k: ckpt.get(k) for k in ("arch", "dataset", "num_classes", "role", "method", "settings",
                                                  "release", "epoch")},
               "settings": {"tau": args.tau, "threshold": args.threshold, "ece_bins": args.ece_bins,

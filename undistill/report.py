@@ -175,7 +175,8 @@ def markdown(rows, baselines):
     if baselines:
         lines.append("")
         lines.append("Baselines (no teacher): " + "; ".join(
-            f"{method} {arch} on {dataset}: {fmt(stat)}" for (dataset, method, arch), stat in sorted(baselines.items())))
+            f"{method} {arch} on {dataset}: {fmt(stat)}"
+            for (dataset, method, arch), stat in sorted(baselines.items())))
     return "\n".join(lines)
 
 

@@ -6,7 +6,8 @@
 # the plain CNN on CIFAR-10 (the paper's baseline student there) and ShuffleNetV2 on CIFAR-100 (the first student of
 # its Table 2), beside LS students of the same architecture, the verdict's baseline. Each dataset's schedule (the
 # CNN: Adam 1e-3).
-#   bash recipes/nasty_teacher/ablation_omega.sh [RUN_DIR]  (SEEDS, LAUNCH, SMOKE, CIFAR10_DIR, CIFAR100_DIR: recipes/lib.sh)
+#   bash recipes/nasty_teacher/ablation_omega.sh [RUN_DIR]
+#   (SEEDS, LAUNCH, SMOKE, CIFAR10_DIR, CIFAR100_DIR: recipes/lib.sh)
 source "$(dirname "$0")/../lib.sh" nasty_teacher/ablation_omega "$@"
 declare -A student=([cifar10]=cnn [cifar100]=shufflenetv2)
 omegas=(0.005 0.01 0.02 0.04 0.1)

@@ -5,7 +5,8 @@
 # ResNet-18 students trained by DAFL from each teacher (no training image; the dataset's DAFL loss weights and the
 # authors' student schedule), and ResNet-18 LS students on the training data, the verdict's baseline. Teachers
 # follow the dataset's schedule.
-#   bash recipes/nasty_teacher/table5.sh [RUN_DIR]        (SEEDS, LAUNCH, SMOKE, CIFAR10_DIR, CIFAR100_DIR: recipes/lib.sh)
+#   bash recipes/nasty_teacher/table5.sh [RUN_DIR]
+#   (SEEDS, LAUNCH, SMOKE, CIFAR10_DIR, CIFAR100_DIR: recipes/lib.sh)
 source "$(dirname "$0")/../lib.sh" nasty_teacher/table5 "$@"
 datasets=(cifar10 cifar100)
 
