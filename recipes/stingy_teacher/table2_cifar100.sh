@@ -2,11 +2,11 @@
 # Stingy Teacher: Sparse Logits Suffice to Fail Knowledge Distillation (Ma et al.), Table 2: CIFAR-100.
 # ResNet-18, ResNet-50 and ResNeXt-29 teachers, each trained normally (CE), nasty against its normal self (the
 # Nasty Teacher settings for the dataset: tau_A 20, omega 0.005) and released stingy (top k = 10 logits, ratio
-# 0.1); students ShuffleNetV2, MobileNetV2, ResNet-18 and the teacher's own architecture (Teacher Self)
-# trained from scratch (CE: the baseline row, the normal teachers themselves where the architecture is one), with label smoothing (the
-# verdict's baseline) and by KD from each teacher at the paper's alpha 0.9 and tau 20. The dataset's schedule, the
-# paper's: SGD 0.1, 200 epochs, x0.2 at 60, 120 and 160. One table per teacher architecture (its Teacher Self
-# column is that architecture).
+# 0.1); students ShuffleNetV2, MobileNetV2, ResNet-18 and the teacher's own architecture (Teacher Self) trained
+# from scratch (CE: the baseline row, the normal teachers themselves where the architecture is one), with label
+# smoothing (the verdict's baseline) and by KD from each teacher at the paper's alpha 0.9 and tau 20. The
+# dataset's schedule, the paper's: SGD 0.1, 200 epochs, x0.2 at 60, 120 and 160. One table per teacher
+# architecture (its Teacher Self column is that architecture).
 #   bash recipes/stingy_teacher/table2_cifar100.sh [RUN_DIR]   (SEEDS, LAUNCH, SMOKE, CIFAR100_DIR: recipes/lib.sh)
 # Table 3 (table3_tinyimagenet.sh) is this script on Tiny-ImageNet: TABLE=table3_tinyimagenet DATASET=tinyimagenet.
 TABLE=${TABLE:-table2_cifar100}
