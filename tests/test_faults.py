@@ -135,6 +135,7 @@ def test_a_second_process_on_the_same_output_is_refused(ce_teacher, tmp_path):
     assert digests(run) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
 def test_a_signal_is_one_line_and_the_run_resumes(tmp_path, signum, code):
     # SIGINT as a terminal delivers it: a shell starting the tests in the background leaves it ignored otherwise

@@ -165,6 +165,7 @@ def test_rotation_runs_on_the_device_and_replays(coded_betons):
 
 # ---------------------------------------------------------------- ranks under torchrun
 
+@pytest.mark.slow
 def test_ranks_split_training_and_cover_the_test_split_once(coded_betons, tmp_path):
     run_script("tests/ffcv_worker.py", str(coded_betons), str(tmp_path), nproc=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
@@ -182,6 +183,7 @@ def test_ranks_split_training_and_cover_the_test_split_once(coded_betons, tmp_pa
 
 # ---------------------------------------------------------------- ImageNet
 
+@pytest.mark.slow
 def test_imagenet_crops_replay_and_evaluation_crops_the_center(tmp_path):
     rng = np.random.default_rng(0)
     rows, cols = np.mgrid[:300, :400]
@@ -209,6 +211,7 @@ def test_imagenet_crops_replay_and_evaluation_crops_the_center(tmp_path):
 
 # ---------------------------------------------------------------- the scripts
 
+@pytest.mark.slow
 def test_both_scripts_train_with_ffcv_as_with_torchvision(mnist_betons, tmp_path):
     import distill_student
     import train_teacher

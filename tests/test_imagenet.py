@@ -48,6 +48,7 @@ def test_a_teacher_trains_through_torchvision_and_its_stingy_release_keeps_100_l
 
 @pytest.mark.skipif(importlib.util.find_spec("ffcv") is None, reason="--loader ffcv is optional and FFCV is not "
                     "installed here (pip install -r requirements-ffcv.txt after its apt packages; .ci/run does both)")
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_teacher_trains_through_ffcv_from_the_files_write_ffcv_writes(imagenet, tmp_path):
     betons = tmp_path / "ffcv"

@@ -181,6 +181,7 @@ def test_a_white_box_attack_refuses_a_torchscript_teacher(owner, tmp_path):
     assert proc.returncode == 2 and "is white-box" in proc.stderr and "black box" in proc.stderr
 
 
+@pytest.mark.slow
 def test_an_imported_teacher_is_audited(owner, tmp_path):
     source = imported(owner["where"] / "cnn.pth", tmp_path / "imported", "--arch", "cnn", "--mean", str(MEAN),
                       "--std", str(STD))

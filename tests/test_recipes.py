@@ -155,6 +155,7 @@ def assert_plots_its_table(plotted, table, layout):
                 assert lines[panel, row["label"].removeprefix(f"{panel}: ")][i][0] == pytest.approx(e["ours"][0])
 
 
+@pytest.mark.slow
 def test_a_failed_stage_stops_the_recipe_with_its_one_line_error_and_keeps_the_stages_before(tmp_path):
     script = tmp_path / "recipe.sh"  # two stages served by the recipe's one process, the second refused
     script.write_text(f'source {ROOT}/recipes/lib.sh nasty_teacher/test "$@"\n'
@@ -172,6 +173,7 @@ def test_a_failed_stage_stops_the_recipe_with_its_one_line_error_and_keeps_the_s
     assert (tmp_path / "out" / "logs" / "good_s0.log").is_file()  # a real run's cell: a process of its own, its log
 
 
+@pytest.mark.slow
 def test_an_imported_teacher_is_a_cell_each_seed_taking_the_same_model_once(tmp_path):
     torch.manual_seed(0)
     weights = models.build("cnn", 10).state_dict()
