@@ -28,6 +28,7 @@ DISTILL = ("distill_student.py", *DATA, "--output", "{run}")
 EVALUATE = ("-m", "undistill.evaluate", "{bad}", "--workers", "0", "--output", "{run}/eval.json")
 TEACHER = ("--teacher", "{run}/checkpoint.pt")
 CLASSES = [f"c{i}" for i in range(10)]
+NEEDS_ONNXRUNTIME = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="needs onnxruntime")
 WNIDS = [f"n{i:08d}" for i in range(200)]
 
 
@@ -109,6 +110,13 @@ def bad_input(kind, where, run, good):
     if kind == "pickled-module":
         torch.save(torch.nn.Linear(2, 2), where / "module.pt")
         return where / "module.pt"
+    if kind == "corrupt-pt2":  # an exported program cut short, as a failed download leaves it
+        torch.export.save(torch.export.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),)), where / "whole.pt2")
+        (where / "model.pt2").write_bytes((where / "whole.pt2").read_bytes()[:600])
+        return where / "model.pt2"
+    if kind in ("garbage-pt2", "garbage-onnx"):
+        (where / f"model.{kind[8:]}").write_bytes(bytes(range(256)) * 4)
+        return where / f"model.{kind[8:]}"
     if kind == "class-order":
         (where / "order.txt").write_text("0\n0\n1\n")
         return where / "order.txt"
@@ -121,6 +129,7 @@ CLAIMS = {
     "bad-class-order": {"input": {"class_order": [0] * 10}}, "bad-input": {"input": {"channels": 2}},
     "huge-release-k": {"release": {"name": "topk", "k": 10 ** 9}},
     "broken-script": {"arch": "torchscript", "state_dict": {"script": torch.zeros(16, dtype=torch.uint8)}},
+    "broken-onnx": {"arch": "onnx", "state_dict": {"onnx": torch.zeros(16, dtype=torch.uint8)}},
 }
 
 
@@ -211,6 +220,14 @@ CASES = [
         "checkpoint {bad} claims 1000000000 classes", bad="huge-classes"),
     row("import-pickled-module", ["-m", "undistill.importer", "{bad}", "--output", "{run}"],
         "pass --trust-pickle if you trust the file", bad="pickled-module"),
+    row("import-corrupt-pt2", ["-m", "undistill.importer", "{bad}", "--output", "{run}"],
+        "{bad} is not a readable torch.export file", bad="corrupt-pt2"),
+    row("import-garbage-pt2", ["-m", "undistill.importer", "{bad}", "--output", "{run}"],
+        "{bad} is not a readable torch.export file", bad="garbage-pt2"),
+    row("import-garbage-onnx", ["-m", "undistill.importer", "{bad}", "--output", "{run}"],
+        "{bad}: its ONNX model cannot be loaded", bad="garbage-onnx", marks=NEEDS_ONNXRUNTIME),
+    row("evaluate-broken-onnx", EVALUATE, "checkpoint {bad}: its ONNX model cannot be loaded", bad="broken-onnx",
+        marks=NEEDS_ONNXRUNTIME),
     row("import-class-order", ["-m", "undistill.importer", "{run}/checkpoint.pt", "--arch", "cnn", "--class-order",
                                "{bad}", "--output", "{run}/imported"], "is not a permutation of 0..9",
         bad="class-order"),
