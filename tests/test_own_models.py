@@ -1,6 +1,7 @@
 """A model trained elsewhere, imported without training (undistill.importer): the checkpoint answers exactly as the
 original under its owner's input convention, in every format, and goes through the project's commands (a release,
 the audit) like a teacher trained here."""
+import argparse
 import importlib
 import importlib.util
 import json
@@ -153,6 +154,21 @@ def test_a_model_exported_with_a_fixed_batch_size_is_refused(exported, tmp_path,
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
     assert message in proc.stderr and "dynamic" in proc.stderr, proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+class Branching(nn.Module):
+    """Answers by Python control flow on the batch size: a trace keeps the branch of its own batch only."""
+
+    def forward(self, x):
+        logits = x.flatten(1)[:, :10]
+        return logits if len(x) == 2 else -logits
+
+
+def test_a_module_that_does_not_trace_faithfully_is_refused():
+    from undistill import importer
+    args = argparse.Namespace(source=Path("branching.pt2"), arch=None, channels=1)
+    with pytest.raises(UserError, match="does not trace to TorchScript faithfully .* a fixed batch size\\): export"):
+        importer.build("export", Branching(), args, datasets.load("mnist5k", train=False), 28)
 
 
 @pytest.fixture(scope="module")
@@ -443,8 +459,9 @@ def test_a_release_the_tracer_cannot_take_is_refused_and_nothing_written(gray_te
 
 @NEEDS_ONNXRUNTIME
 def test_a_release_exports_to_onnx_answering_as_its_checkpoint(owner, tmp_path):
-    source = imported(owner["where"] / "cnn.pth", tmp_path / "imported", "--arch", "cnn", "--mean", str(MEAN),
-                      "--std", str(STD))
+    with checkpoint.quiet_jit():  # a TorchScript teacher: the ONNX exporter cannot trace into its loaded module
+        torch.jit.save(torch.jit.script(owner["cnn"]), tmp_path / "cnn.pt")
+    source = imported(tmp_path / "cnn.pt", tmp_path / "imported", "--mean", str(MEAN), "--std", str(STD))
     run_script("train_teacher.py", "--defense", "topk", "--from", str(source), "--workers", "0", "--output",
                str(tmp_path / "topk"))
     released = tmp_path / "topk" / "checkpoint.pt"
