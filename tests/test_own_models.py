@@ -135,7 +135,8 @@ NEEDS_ONNXRUNTIME = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") i
 
 
 def test_a_torch_export_program_imports_answering_as_the_original(owner, exported, tmp_path):
-    path = imported(exported / "gray.pt2", tmp_path / "run", *GRAY, "--class-order", str(owner["where"] / "order.txt"))
+    path = imported(exported / "gray.pt2", tmp_path / "run", *GRAY, "--class-order", str(owner["where"] / "order.txt"),
+                    "--trust-pickle")
     expected = torch.empty(len(owner["test"]), 10)
     expected[:, ORDER] = owner["gray"](owner_gray(owner["test"]))
     assert relative_diff(path, expected, owner["test"]) < TOLERANCE
@@ -149,8 +150,8 @@ def test_a_torch_export_program_imports_answering_as_the_original(owner, exporte
     pytest.param("gray-static.onnx", "takes [[4, 1, 28, 28]], not one batch of images (N, C, H, W) of a free batch",
                  marks=NEEDS_ONNXRUNTIME)])
 def test_a_model_exported_with_a_fixed_batch_size_is_refused(exported, tmp_path, source, message):
-    proc = run_script("-m", "undistill.importer", str(exported / source), *GRAY, "--output", str(tmp_path / "run"),
-                      check=False)
+    proc = run_script("-m", "undistill.importer", str(exported / source), *GRAY, "--trust-pickle", "--output",
+                      str(tmp_path / "run"), check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
     assert message in proc.stderr and "dynamic" in proc.stderr, proc.stderr
     assert not (tmp_path / "run").exists()

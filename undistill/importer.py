@@ -3,7 +3,7 @@
     python -m undistill.importer resnet18.pth --arch tv.resnet18 --dataset imagenet --data-dir /data/imagenet
     python -m undistill.importer model.safetensors --arch cnn --mean 0.5 --std 0.25 --output runs/imported
     python -m undistill.importer model.pt --image-size 28 --channels 1 --class-order order.txt    # TorchScript
-    python -m undistill.importer model.pt2 --dataset cifar10 --data-dir data/cifar10              # torch.export
+    python -m undistill.importer model.pt2 --trust-pickle --dataset cifar10 --data-dir data/cifar10  # torch.export
     python -m undistill.importer model.onnx --mean 0.5 --std 0.25                 # ONNX (needs onnxruntime)
 
 The source is one of:
@@ -11,8 +11,8 @@ The source is one of:
     with their old key names included) or a safetensors file, with --arch naming the architecture (a timm model's
     as timm.<name>, e.g. timm.resnet18, where timm is installed);
   - a TorchScript file (`torch.jit.save`): a black box, forward only (white-box attacks refuse it);
-  - a torch.export file (`torch.export.save`, .pt2) exported with a dynamic batch dimension: traced to TorchScript,
-    a black box like it;
+  - a torch.export file (`torch.export.save`, .pt2) exported with a dynamic batch dimension, only with
+    --trust-pickle (torch.export.load unpickles what the file marks as pickled): traced to TorchScript, a black box;
   - an ONNX file (.onnx) of one input with a dynamic batch dimension: a black box run by onnxruntime (pip install
     onnxruntime), wherever the checkpoint is loaded;
   - a pickled full module (`torch.save(model)`), only with --trust-pickle: unpickling runs the file's code. It is
@@ -59,7 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--channels", type=int, default=3, choices=[1, 3], help="1: the model takes grayscale images")
     g.add_argument("--class-order", type=Path, help="file: line i holds the dataset's index of the owner's class i")
     p.add_argument("--trust-pickle", action="store_true",
-                   help="load a pickled full module (torch.save(model)): this runs the file's code")
+                   help="load a pickled full module (torch.save(model)) or a torch.export .pt2: this may run the "
+                   "file's code")
     datasets.add_arguments(p, validation=False, convention=False)
     loaders.add_arguments(p)
     g = p.add_argument_group("run")
@@ -85,6 +86,10 @@ def read_source(args: argparse.Namespace) -> tuple[str, object]:
     if path.suffix == ".onnx":
         return "onnx", path.read_bytes()
     if path.suffix == ".pt2":
+        if not args.trust_pickle:
+            raise UserError(f"{path} is a torch.export file, and torch.export.load unpickles the weights it marks "
+                            "as pickled, which runs code: pass --trust-pickle if you trust the file, or export the "
+                            "model to ONNX or TorchScript")
         return "export", load_export(path)
     if zipfile.is_zipfile(path) and is_torchscript(path):
         return "script", path.read_bytes()
@@ -107,8 +112,7 @@ def read_source(args: argparse.Namespace) -> tuple[str, object]:
 
 
 def load_export(path: Path) -> torch.nn.Module:
-    """A torch.export file's program as a module: torch.export's own format, a graph of operators by name and its
-    weights, no pickled code."""
+    """A torch.export file's program as a module."""
     logger = logging.getLogger("torch.export")  # it logs a damaged file's traceback before it raises
     level = logger.level
     logger.setLevel(logging.CRITICAL)
