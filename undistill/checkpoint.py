@@ -125,6 +125,7 @@ def load_onnx(model, where):
     ort = require("onnxruntime", "onnxruntime", f"{where}, an ONNX model,")
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()  # the process's share of the cores, as torch's
+    options.log_severity_level = 4  # fatal only: a model it refuses is one UserError, without its log line before
     try:
         session = ort.InferenceSession(model.numpy().tobytes(), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # a damaged protobuf, an unknown operator
