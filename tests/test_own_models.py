@@ -200,6 +200,13 @@ def test_a_student_distills_from_an_onnx_teacher_and_white_box_attacks_refuse_it
 
 
 @NEEDS_ONNXRUNTIME
+def test_an_audit_of_an_onnx_teacher_skips_the_white_box_attacks(onnx_teacher, tmp_path):
+    plan = audit.make_plan(audit.parse_args([str(onnx_teacher), "--budget", "full", "--output", str(tmp_path)]))
+    assert sorted(plan.skipped) == ["dafl", "dafl-htc", "deepinversion"]
+    assert "is an imported ONNX model" in plan.skipped["dafl"]
+
+
+@NEEDS_ONNXRUNTIME
 def test_an_onnx_model_without_onnxruntime_is_refused_naming_the_package(exported, onnx_teacher, tmp_path):
     without = "import sys; sys.modules['onnxruntime'] = None; from undistill import {}; {}.cli(sys.argv[1:])"
     for script, argv in (("importer", [str(exported / "gray.onnx"), *GRAY, "--output", str(tmp_path / "run")]),
