@@ -28,6 +28,8 @@ DISTILL = ("distill_student.py", *DATA, "--output", "{run}")
 EVALUATE = ("-m", "undistill.evaluate", "{bad}", "--workers", "0", "--output", "{run}/eval.json")
 TEACHER = ("--teacher", "{run}/checkpoint.pt")
 CLASSES = [f"c{i}" for i in range(10)]
+NEEDS_ONNXRUNTIME = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="needs onnxruntime")
+NEEDS_ONNX = pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="needs onnx")
 WNIDS = [f"n{i:08d}" for i in range(200)]
 
 
@@ -109,10 +111,31 @@ def bad_input(kind, where, run, good):
     if kind == "pickled-module":
         torch.save(torch.nn.Linear(2, 2), where / "module.pt")
         return where / "module.pt"
+    if kind == "corrupt-pt2":  # an exported program cut short, as a failed download leaves it
+        torch.export.save(torch.export.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),)), where / "whole.pt2")
+        (where / "model.pt2").write_bytes((where / "whole.pt2").read_bytes()[:600])
+        return where / "model.pt2"
+    if kind in ("garbage-pt2", "garbage-onnx"):
+        (where / f"model.{kind[8:]}").write_bytes(bytes(range(256)) * 4)
+        return where / f"model.{kind[8:]}"
+    if kind == "external-onnx":  # an ONNX model whose weight is a file of the machine that imports it
+        return reading_a_file(where / "model.onnx", "/etc/hostname")
     if kind == "class-order":
         (where / "order.txt").write_text("0\n0\n1\n")
         return where / "order.txt"
     return malformed(kind, good, where)  # a checkpoint; an unknown kind ("missing") is a path that does not exist
+
+
+def reading_a_file(path, outside):
+    """An ONNX model adding the first 4 bytes of the file `outside` (its external data) to its input."""
+    from onnx import TensorProto, helper
+    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1], data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", outside), ("offset", "0"), ("length", "4")):
+        weight.external_data.add(key=key, value=value)
+    images = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 3, 32, 32]) for name in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", images[:1], images[1:], [weight])
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    return path
 
 
 CLAIMS = {
@@ -121,6 +144,7 @@ CLAIMS = {
     "bad-class-order": {"input": {"class_order": [0] * 10}}, "bad-input": {"input": {"channels": 2}},
     "huge-release-k": {"release": {"name": "topk", "k": 10 ** 9}},
     "broken-script": {"arch": "torchscript", "state_dict": {"script": torch.zeros(16, dtype=torch.uint8)}},
+    "broken-onnx": {"arch": "onnx", "state_dict": {"onnx": torch.zeros(16, dtype=torch.uint8)}},
 }
 
 
@@ -211,6 +235,18 @@ CASES = [
         "checkpoint {bad} claims 1000000000 classes", bad="huge-classes"),
     row("import-pickled-module", ["-m", "undistill.importer", "{bad}", "--output", "{run}"],
         "pass --trust-pickle if you trust the file", bad="pickled-module"),
+    row("import-untrusted-pt2", ["-m", "undistill.importer", "{bad}", "--output", "{run}"],
+        "pass --trust-pickle if you trust the file", bad="garbage-pt2"),
+    row("import-corrupt-pt2", ["-m", "undistill.importer", "{bad}", "--trust-pickle", "--output", "{run}"],
+        "{bad} is not a readable torch.export file", bad="corrupt-pt2"),
+    row("import-garbage-pt2", ["-m", "undistill.importer", "{bad}", "--trust-pickle", "--output", "{run}"],
+        "{bad} is not a readable torch.export file", bad="garbage-pt2"),
+    row("import-garbage-onnx", ["-m", "undistill.importer", "{bad}", "--output", "{run}"],
+        "{bad}: its ONNX model cannot be loaded", bad="garbage-onnx", marks=NEEDS_ONNXRUNTIME),
+    row("import-external-onnx", ["-m", "undistill.importer", "{bad}", "--output", "{run}"],
+        "{bad}: its ONNX model cannot be loaded", bad="external-onnx", marks=[NEEDS_ONNX, NEEDS_ONNXRUNTIME]),
+    row("evaluate-broken-onnx", EVALUATE, "checkpoint {bad}: its ONNX model cannot be loaded", bad="broken-onnx",
+        marks=NEEDS_ONNXRUNTIME),
     row("import-class-order", ["-m", "undistill.importer", "{run}/checkpoint.pt", "--arch", "cnn", "--class-order",
                                "{bad}", "--output", "{run}/imported"], "is not a permutation of 0..9",
         bad="class-order"),

@@ -1,10 +1,12 @@
 """A model trained elsewhere, imported without training (undistill.importer): the checkpoint answers exactly as the
 original under its owner's input convention, in every format, and goes through the project's commands (a release,
 the audit) like a teacher trained here."""
+import argparse
 import importlib
 import importlib.util
 import json
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -108,6 +110,111 @@ def test_a_grayscale_module_imports_with_its_size_and_class_order(owner, tmp_pat
     expected[:, ORDER] = owners  # the owner's class i answers as mnist5k's ORDER[i]
     assert relative_diff(path, expected, owner["test"]) < TOLERANCE
     assert checkpoint.load(path)["input"] == {"image_size": 28, "channels": 1, "class_order": ORDER}
+
+
+@pytest.fixture(scope="module")
+def exported(owner):
+    """The owner's grayscale network exported by torch.export and to ONNX (where onnx is installed), each with a
+    free and with a fixed batch size."""
+    where, gray, x = owner["where"], owner["gray"], owner_gray(owner["test"][:4])
+    batch = ({0: torch.export.Dim("batch")},)
+    torch.export.save(torch.export.export(gray, (x,), dynamic_shapes=batch), where / "gray.pt2")
+    torch.export.save(torch.export.export(gray, (x,)), where / "gray-static.pt2")
+    if importlib.util.find_spec("onnx"):
+        with warnings.catch_warnings():  # the TorchScript-based exporter's deprecation: it needs no onnxscript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(gray, (x,), where / "gray.onnx", input_names=["x"], dynamic_axes={"x": {0: "batch"}},
+                              dynamo=False)
+            torch.onnx.export(gray, (x,), where / "gray-static.onnx", input_names=["x"], dynamo=False)
+    return where
+
+
+GRAY = ("--mean", str(MEAN), "--std", str(STD), "--image-size", "28", "--channels", "1")
+NEEDS_ONNXRUNTIME = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or
+                                       importlib.util.find_spec("onnx") is None, reason="needs onnx and onnxruntime")
+
+
+def test_a_torch_export_program_imports_answering_as_the_original(owner, exported, tmp_path):
+    path = imported(exported / "gray.pt2", tmp_path / "run", *GRAY, "--class-order", str(owner["where"] / "order.txt"),
+                    "--trust-pickle")
+    expected = torch.empty(len(owner["test"]), 10)
+    expected[:, ORDER] = owner["gray"](owner_gray(owner["test"]))
+    assert relative_diff(path, expected, owner["test"]) < TOLERANCE
+    ckpt = checkpoint.load(path)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert ckpt["arch"] == checkpoint.TORCHSCRIPT and summary["settings"]["format"] == "export"
+
+
+@pytest.mark.parametrize("source, message", [
+    ("gray-static.pt2", "or be traced to TorchScript (Guard failed: input.size()[0] == 4)"),
+    pytest.param("gray-static.onnx", "takes [[4, 1, 28, 28]], not one batch of images (N, C, H, W) of a free batch",
+                 marks=NEEDS_ONNXRUNTIME)])
+def test_a_model_exported_with_a_fixed_batch_size_is_refused(exported, tmp_path, source, message):
+    proc = run_script("-m", "undistill.importer", str(exported / source), *GRAY, "--trust-pickle", "--output",
+                      str(tmp_path / "run"), check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
+    assert message in proc.stderr and "dynamic" in proc.stderr, proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+class Branching(nn.Module):
+    """Answers by Python control flow on the batch size: a trace keeps the branch of its own batch only."""
+
+    def forward(self, x):
+        logits = x.flatten(1)[:, :10]
+        return logits if len(x) == 2 else -logits
+
+
+def test_a_module_that_does_not_trace_faithfully_is_refused():
+    from undistill import importer
+    args = argparse.Namespace(source=Path("branching.pt2"), arch=None, channels=1)
+    with pytest.raises(UserError, match="does not trace to TorchScript faithfully .* a fixed batch size\\): export"):
+        importer.build("export", Branching(), args, datasets.load("mnist5k", train=False), 28)
+
+
+@pytest.fixture(scope="module")
+def onnx_teacher(exported, tmp_path_factory):
+    return imported(exported / "gray.onnx", tmp_path_factory.mktemp("onnx") / "run", *GRAY)
+
+
+@NEEDS_ONNXRUNTIME
+def test_an_onnx_model_imports_answering_as_the_original(owner, onnx_teacher):
+    expected = owner["gray"](owner_gray(owner["test"]))
+    assert relative_diff(onnx_teacher, expected, owner["test"]) < 1e-5
+    ckpt = checkpoint.load(onnx_teacher)  # weights_only: the model is its file's bytes
+    assert ckpt["arch"] == checkpoint.ONNX and ckpt["state_dict"]["onnx"].dtype == torch.uint8
+    assert ckpt["state_dict"]["onnx"].numpy().tobytes() == (owner["where"] / "gray.onnx").read_bytes()
+
+
+@NEEDS_ONNXRUNTIME
+def test_a_student_distills_from_an_onnx_teacher_and_white_box_attacks_refuse_it(onnx_teacher, tmp_path):
+    run_script("distill_student.py", "--attack", "kd", "--teacher", str(onnx_teacher), "--epochs", "1", "--subset",
+               "0.02", "--batch-size", "40", "--workers", "0", "--quiet", "--output", str(tmp_path / "kd"))
+    summary = json.loads((tmp_path / "kd" / "summary.json").read_text())
+    assert summary["settings"]["teacher"] == str(onnx_teacher) and summary["queries"] > 0
+    for attack in ("dafl", "deepinversion"):
+        proc = run_script("distill_student.py", "--attack", attack, "--teacher", str(onnx_teacher), "--output",
+                          str(tmp_path / attack), check=False)
+        assert proc.returncode == 2 and "is white-box" in proc.stderr and "ONNX model, a black box" in proc.stderr
+        assert not (tmp_path / attack).exists()
+
+
+@NEEDS_ONNXRUNTIME
+def test_an_audit_of_an_onnx_teacher_skips_the_white_box_attacks(onnx_teacher, tmp_path):
+    plan = audit.make_plan(audit.parse_args([str(onnx_teacher), "--budget", "full", "--output", str(tmp_path)]))
+    assert sorted(plan.skipped) == ["dafl", "dafl-htc", "deepinversion"]
+    assert "is an imported ONNX model" in plan.skipped["dafl"]
+
+
+@NEEDS_ONNXRUNTIME
+def test_an_onnx_model_without_onnxruntime_is_refused_naming_the_package(exported, onnx_teacher, tmp_path):
+    without = "import sys; sys.modules['onnxruntime'] = None; from undistill import {}; {}.cli(sys.argv[1:])"
+    for script, argv in (("importer", [str(exported / "gray.onnx"), *GRAY, "--output", str(tmp_path / "run")]),
+                         ("evaluate", [str(onnx_teacher), "--workers", "0", "--output", str(tmp_path / "eval.json")])):
+        proc = run_script("-c", without.format(script, script), *argv, check=False)
+        assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "needs onnxruntime" in proc.stderr
+        assert proc.stderr.strip().endswith("pip install onnxruntime"), proc.stderr
+        assert not (tmp_path / "run").exists() and not (tmp_path / "eval.json").exists()
 
 
 def test_torchvisions_published_densenet_imports_with_its_old_key_names(owner, tmp_path):
@@ -333,7 +440,7 @@ def gray_teacher(owner, tmp_path_factory):
 def test_an_audit_of_a_torchscript_teacher_skips_the_white_box_attacks(gray_teacher, tmp_path):
     plan = audit.make_plan(audit.parse_args([str(gray_teacher), "--budget", "full", "--output", str(tmp_path)]))
     assert sorted(plan.skipped) == ["dafl", "dafl-htc", "deepinversion"]
-    assert "is a TorchScript module" in plan.skipped["dafl"]
+    assert "is an imported TorchScript module" in plan.skipped["dafl"]
     assert not {"dafl", "dafl-htc", "deepinversion"} & {a.name for a in plan.attacks}
 
 
@@ -358,14 +465,32 @@ def test_a_release_the_tracer_cannot_take_is_refused_and_nothing_written(gray_te
     assert proc.returncode == 2 and "cannot be traced" in proc.stderr and not (tmp_path / "model.pt").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="needs onnx")
-def test_a_release_exports_to_onnx(gray_teacher, tmp_path):
-    run_script("train_teacher.py", "--defense", "topk", "--from", str(gray_teacher), "--workers", "0", "--output",
+@NEEDS_ONNXRUNTIME
+def test_a_release_exports_to_onnx_answering_as_its_checkpoint(owner, tmp_path):
+    with checkpoint.quiet_jit():  # a TorchScript teacher: the ONNX exporter cannot trace into its loaded module
+        torch.jit.save(torch.jit.script(owner["cnn"]), tmp_path / "cnn.pt")
+    source = imported(tmp_path / "cnn.pt", tmp_path / "imported", "--mean", str(MEAN), "--std", str(STD))
+    run_script("train_teacher.py", "--defense", "topk", "--from", str(source), "--workers", "0", "--output",
                str(tmp_path / "topk"))
-    run_script("-m", "undistill.export", str(tmp_path / "topk" / "checkpoint.pt"), "--output",
-               str(tmp_path / "model.onnx"))
-    import onnx
-    onnx.checker.check_model(onnx.load(tmp_path / "model.onnx"))
+    released = tmp_path / "topk" / "checkpoint.pt"
+    run_script("-m", "undistill.export", str(released), "--output", str(tmp_path / "model.onnx"))
+    import onnxruntime
+    session = onnxruntime.InferenceSession(tmp_path / "model.onnx")
+    model, _ = checkpoint.load_classifier(released)
+    with torch.no_grad():
+        expected = model(owner["test"])
+    answers = torch.from_numpy(session.run(None, {"images": owner["test"].numpy()})[0])
+    kept = expected.isfinite()  # the classes a top-k release answers; -inf elsewhere
+    assert torch.equal(answers.isfinite(), kept) and (answers[kept] - expected[kept]).abs().max() < 1e-5
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="needs onnx")
+def test_a_model_onnx_cannot_express_is_refused_and_nothing_written(gray_teacher, tmp_path):
+    proc = run_script("-m", "undistill.export", str(gray_teacher), "--output", str(tmp_path / "model.onnx"),
+                      check=False)  # its owner's convention resizes with antialiasing, which ONNX lacks
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
+    assert "cannot be exported to ONNX" in proc.stderr and "_upsample_bilinear2d_aa" in proc.stderr, proc.stderr
+    assert not list(tmp_path.glob("*model.onnx*"))
 
 
 def test_fine_tuning_an_imported_model_keeps_its_convention_and_warns_of_the_lr(owner, tmp_path):

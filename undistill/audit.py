@@ -301,8 +301,9 @@ def make_plan(args):
     plan = Plan(args.teacher and args.teacher.absolute(), out, record, releases, archs, seeds, epochs, milestones,
                 share, owner=owner, data=data_options(args, owner), api=api)
     rows = [a for spec in releases for a in attacks_for(spec, record, budget, share, all(map(has_stages, archs)))]
-    if api or teacher["arch"] == checkpoint.TORCHSCRIPT:
-        what = "--teacher-api answers only queries" if api else f"{args.teacher} is a TorchScript module"
+    if api or teacher["arch"] in checkpoint.BLACK_BOX:
+        what = "--teacher-api answers only queries" if api else \
+            f"{args.teacher} is an imported {checkpoint.BLACK_BOX[teacher['arch']]}"
         plan.skipped = {m.name: f"white-box: it reads the teacher's gradients and internals, and {what}"
                         for m in methods.REGISTRY["attack"].values() if m.access == "white-box"}
         rows = [a for a in rows if a.method not in plan.skipped]

@@ -7,7 +7,8 @@ A checkpoint is a dict of plain types and tensors (so it loads with `weights_onl
     release (None, or for a released teacher the release's name and the settings of its transform, e.g.
     {"name": "stingy", "ratio", "variant"}, {"name": "rounded", "decimals"}: methods.release_transform reads it),
     heads (auxiliary heads the network carries, or None), epoch, metrics, state_dict (the bare network, no DDP
-    prefix; for arch "torchscript", an imported TorchScript module's file as one uint8 tensor, "script"),
+    prefix; for arch "torchscript", an imported TorchScript module's file as one uint8 tensor, "script"; for arch
+    "onnx", an imported ONNX model's file, "onnx"),
     input (an imported model's input convention, models.Classifier's `owner`, or None)
 and, in a run's resumable `checkpoint.pt`, also optimizer, best_acc, args and the method's own state (task).
 """
@@ -18,11 +19,13 @@ import warnings
 
 import torch
 
-from . import UserError, methods, models, runs
+from . import UserError, methods, models, require, runs
 
 FORMAT = "undistill/1"
 IMPORT = "python -m undistill.importer"
 TORCHSCRIPT = "torchscript"  # the arch of an imported TorchScript module: a black box, forward only
+ONNX = "onnx"  # the arch of an imported ONNX model, run by onnxruntime: a black box, forward only
+BLACK_BOX = {TORCHSCRIPT: "TorchScript module", ONNX: "ONNX model"}  # arch: what the white-box attacks refuse
 # What a checkpoint may claim, checked before anything is built from it: a file is untrusted input
 MAX_CLASSES, MAX_IMAGE_SIZE = 100_000, 4096
 
@@ -90,6 +93,8 @@ def load_classifier(path):
     ckpt = load(path)
     if ckpt["arch"] == TORCHSCRIPT:
         net = load_script(ckpt["state_dict"].get("script"), f"checkpoint {path}")
+    elif ckpt["arch"] == ONNX:
+        net = load_onnx(ckpt["state_dict"].get("onnx"), f"checkpoint {path}")
     else:
         net = models.build(ckpt["arch"], ckpt["num_classes"], heads=ckpt.get("heads"))
         models.load_weights(net, ckpt["state_dict"], f"checkpoint {path}", ckpt["arch"], ckpt["num_classes"])
@@ -110,6 +115,42 @@ def load_script(script, where):
     except Exception as e:  # a damaged archive raises a different type per damage
         raise UserError(f"{where}: its TorchScript module cannot be loaded ({str(e).strip().splitlines()[0][:120]}):"
                         f" import it again with {IMPORT}") from None
+
+
+def load_onnx(model, where):
+    """An imported ONNX model as a module whose forward runs onnxruntime, from its file's bytes (a uint8 tensor)."""
+    if not isinstance(model, torch.Tensor) or model.dtype != torch.uint8 or model.dim() != 1:
+        raise UserError(f"{where}: its ONNX model is missing (state_dict['onnx'], a uint8 tensor): import it again "
+                        f"with {IMPORT}")
+    ort = require("onnxruntime", "onnxruntime", f"{where}, an ONNX model,")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # the process's share of the cores, as torch's
+    options.log_severity_level = 4  # fatal only: a model it refuses is one UserError, without its log line before
+    try:
+        session = ort.InferenceSession(model.numpy().tobytes(), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # a damaged protobuf, an unknown operator
+        raise UserError(f"{where}: its ONNX model cannot be loaded ({str(e).strip().splitlines()[0][:120]}): "
+                        f"import it again with {IMPORT}") from None
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or isinstance(inputs[0].shape[0], int):
+        shapes = [i.shape for i in inputs]
+        raise UserError(f"{where}: its ONNX model takes {shapes}, not one batch of images (N, C, H, W) of a free "
+                        "batch size N: export it with one input and dynamic_axes={'<input>': {0: 'batch'}}")
+    return OnnxModel(session)
+
+
+class OnnxModel(torch.nn.Module):
+    """An ONNX model's forward: float32 images in, its first output out, on the images' device. onnxruntime runs
+    outside autograd: the model answers queries, and nothing reads its gradients."""
+
+    def __init__(self, session):
+        super().__init__()
+        self.session = session
+        self.input = session.get_inputs()[0].name
+
+    def forward(self, x):
+        answers = self.session.run(None, {self.input: x.detach().float().cpu().numpy()})[0]
+        return torch.from_numpy(answers).to(x.device)
 
 
 def describe(info, arch, role, method, settings, release=None, heads=None, access=None):

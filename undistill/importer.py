@@ -3,12 +3,18 @@
     python -m undistill.importer resnet18.pth --arch tv.resnet18 --dataset imagenet --data-dir /data/imagenet
     python -m undistill.importer model.safetensors --arch cnn --mean 0.5 --std 0.25 --output runs/imported
     python -m undistill.importer model.pt --image-size 28 --channels 1 --class-order order.txt    # TorchScript
+    python -m undistill.importer model.pt2 --trust-pickle --dataset cifar10 --data-dir data/cifar10  # torch.export
+    python -m undistill.importer model.onnx --mean 0.5 --std 0.25                 # ONNX (needs onnxruntime)
 
 The source is one of:
   - a state_dict (`torch.save(model.state_dict())`, loaded with weights_only=True; torchvision's published files
     with their old key names included) or a safetensors file, with --arch naming the architecture (a timm model's
     as timm.<name>, e.g. timm.resnet18, where timm is installed);
   - a TorchScript file (`torch.jit.save`): a black box, forward only (white-box attacks refuse it);
+  - a torch.export file (`torch.export.save`, .pt2) exported with a dynamic batch dimension, only with
+    --trust-pickle (torch.export.load unpickles what the file marks as pickled): traced to TorchScript, a black box;
+  - an ONNX file (.onnx) of one input with a dynamic batch dimension: a black box run by onnxruntime (pip install
+    onnxruntime), wherever the checkpoint is loaded;
   - a pickled full module (`torch.save(model)`), only with --trust-pickle: unpickling runs the file's code. It is
     kept as its weights with --arch, else traced to TorchScript.
 
@@ -22,7 +28,9 @@ with train_teacher.py --from, a checkpoint to measure with undistill.evaluate.
 import argparse
 import hashlib
 import io
+import logging
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -33,15 +41,16 @@ from . import UserError, checkpoint, datasets, distributed, loaders, models, req
 from .evaluate import measure
 
 MAX_ORDER_BYTES = 1 << 20  # a class-order file: one short line per class
+FORMATS = {"script": "TorchScript module", "export": "torch.export program", "onnx": "ONNX model"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m undistill.importer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", type=Path, help="the model file: a state_dict .pth, a .safetensors, a TorchScript "
-                   "file, or (with --trust-pickle) a pickled module")
+                   "file, a torch.export .pt2, an .onnx, or (with --trust-pickle) a pickled module")
     p.add_argument("--arch", help="the architecture of a state_dict (models.names(): tv.resnet18, cnn, ...; "
-                   "timm.<name> where timm is installed); needless for TorchScript")
+                   "timm.<name> where timm is installed); needless for TorchScript, .pt2 and .onnx")
     g = p.add_argument_group("the owner's input convention")
     g.add_argument("--mean", type=float, nargs="+", help="per-channel mean of [0, 1] pixels (default: the dataset's)")
     g.add_argument("--std", type=float, nargs="+", help="per-channel std of [0, 1] pixels (default: the dataset's)")
@@ -50,7 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--channels", type=int, default=3, choices=[1, 3], help="1: the model takes grayscale images")
     g.add_argument("--class-order", type=Path, help="file: line i holds the dataset's index of the owner's class i")
     p.add_argument("--trust-pickle", action="store_true",
-                   help="load a pickled full module (torch.save(model)): this runs the file's code")
+                   help="load a pickled full module (torch.save(model)) or a torch.export .pt2: this may run the "
+                   "file's code")
     datasets.add_arguments(p, validation=False, convention=False)
     loaders.add_arguments(p)
     g = p.add_argument_group("run")
@@ -62,7 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def read_source(args: argparse.Namespace) -> tuple[str, object]:
-    """("script", the TorchScript file's bytes) or ("state", a state_dict) or ("module", an unpickled nn.Module)."""
+    """("script", the TorchScript file's bytes) or ("state", a state_dict) or ("module", an unpickled nn.Module) or
+    ("export", a torch.export program's module) or ("onnx", the ONNX file's bytes)."""
     path = args.source
     if not path.is_file():
         raise UserError(f"{path} {'is not a file' if path.exists() else 'does not exist'}: give the model file")
@@ -72,6 +83,14 @@ def read_source(args: argparse.Namespace) -> tuple[str, object]:
             return "state", st.load_file(path)
         except Exception as e:  # a damaged header or payload: the Rust reader's message says which
             raise UserError(f"{path} is not a readable safetensors file ({first_line(e)})") from None
+    if path.suffix == ".onnx":
+        return "onnx", path.read_bytes()
+    if path.suffix == ".pt2":
+        if not args.trust_pickle:
+            raise UserError(f"{path} is a torch.export file, and torch.export.load unpickles the weights it marks "
+                            "as pickled, which runs code: pass --trust-pickle if you trust the file, or export the "
+                            "model to ONNX or TorchScript")
+        return "export", load_export(path)
     if zipfile.is_zipfile(path) and is_torchscript(path):
         return "script", path.read_bytes()
     try:
@@ -90,6 +109,20 @@ def read_source(args: argparse.Namespace) -> tuple[str, object]:
             raise UserError(f"{path} holds a {type(module).__name__}, not an nn.Module")
         return "module", module
     return "state", unwrap(state, path)
+
+
+def load_export(path: Path) -> torch.nn.Module:
+    """A torch.export file's program as a module."""
+    logger = logging.getLogger("torch.export")  # it logs a damaged file's traceback before it raises
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        return torch.export.load(path).module()
+    except Exception as e:  # a damaged archive or graph raises a different type per damage
+        raise UserError(f"{path} is not a readable torch.export file ({first_line(e)}): save it with "
+                        "torch.export.save") from None
+    finally:
+        logger.setLevel(level)
 
 
 def is_torchscript(path: Path) -> bool:
@@ -138,27 +171,47 @@ def load_state(net: torch.nn.Module, state: dict[str, torch.Tensor], args: argpa
 def build(kind: str, source: object, args: argparse.Namespace, info: datasets.DataInfo,
           size: int) -> tuple[str, torch.nn.Module, dict[str, torch.Tensor]]:
     """(arch, the network, the state_dict the checkpoint stores)."""
-    if kind == "module" and args.arch is None:  # a module of no known architecture answers as a traced black box
-        buffer = io.BytesIO()
-        try:
-            with checkpoint.quiet_jit():
-                torch.jit.save(torch.jit.trace(source.eval(), torch.zeros(1, args.channels, size, size)),
-                               buffer)
-        except Exception as e:
-            raise UserError(f"{args.source}: its module cannot be traced to TorchScript ({first_line(e)}): pass "
-                            "--arch with its architecture") from None
-        kind, source = "script", buffer.getvalue()
+    if kind in FORMATS and args.arch not in (None, checkpoint.ONNX if kind == "onnx" else checkpoint.TORCHSCRIPT):
+        raise UserError(f"{args.source} is a {FORMATS[kind]}, which carries its architecture: drop --arch")
+    if kind == "export":
+        source, kind = traced(source, args, size, "export it with a dynamic batch dimension (torch.export.export("
+                              "..., dynamic_shapes=({0: torch.export.Dim('batch')},))) or fix --image-size or "
+                              "--channels"), "script"
+    elif kind == "module" and args.arch is None:  # a module of no known architecture answers as a traced black box
+        source, kind = traced(source.eval(), args, size, "pass --arch with its architecture"), "script"
     if kind == "script":
-        if args.arch not in (None, checkpoint.TORCHSCRIPT):
-            raise UserError(f"{args.source} is a TorchScript module, which carries its architecture: drop --arch")
         state = {"script": torch.frombuffer(bytearray(source), dtype=torch.uint8)}
         return checkpoint.TORCHSCRIPT, checkpoint.load_script(state["script"], str(args.source)), state
+    if kind == "onnx":
+        state = {"onnx": torch.frombuffer(bytearray(source), dtype=torch.uint8)}
+        return checkpoint.ONNX, checkpoint.load_onnx(state["onnx"], str(args.source)), state
     if args.arch is None:
         raise UserError(f"{args.source} holds weights without their architecture: pass --arch "
                         "(python -c 'from undistill import models; print(models.names())' lists them)")
     net = models.build(args.arch, info.num_classes)
     load_state(net, source.state_dict() if kind == "module" else source, args, info.num_classes)
     return args.arch, net, net.state_dict()
+
+
+def traced(module: torch.nn.Module, args: argparse.Namespace, size: int, remedy: str) -> bytes:
+    """The TorchScript file of `module`, traced on a batch of 2 images and checked on a batch of 3 and of 1: the
+    batch dimension stays free (a program exported with a static batch takes one batch size only)."""
+    images = torch.rand(6, args.channels, size, size, generator=torch.Generator().manual_seed(0))
+    buffer = io.BytesIO()
+    try:
+        with torch.no_grad(), checkpoint.quiet_jit(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the answers are checked below instead
+            expected = [module(images[:1]), module(images[3:])]
+            script = torch.jit.trace(module, images[1:3], check_trace=False)
+            faithful = all(torch.equal(script(x), e) for x, e in zip((images[:1], images[3:]), expected))
+            torch.jit.save(script, buffer)
+    except Exception as e:
+        raise UserError(f"{args.source}: its module cannot take batches of {args.channels}x{size}x{size} images "
+                        f"or be traced to TorchScript ({first_line(e)}): {remedy}") from None
+    if not faithful:
+        raise UserError(f"{args.source}: its module does not trace to TorchScript faithfully (its answers depend on "
+                        f"Python control flow or a fixed batch size): {remedy}")
+    return buffer.getvalue()
 
 
 def convention(args: argparse.Namespace, info: datasets.DataInfo) -> tuple[list, list, dict | None]:

@@ -63,9 +63,10 @@ def load(method: Method, args) -> Queried | None:
     paths = [Path(p) for p in (value if isinstance(value, list) else [value])]
     loaded = [checkpoint.load_classifier(p) for p in paths]
     for path, (_, ckpt) in zip(paths, loaded):
-        if method.access == "white-box" and ckpt["arch"] == checkpoint.TORCHSCRIPT:
+        if method.access == "white-box" and ckpt["arch"] in checkpoint.BLACK_BOX:
             raise UserError(f"--{method.kind} {method.name} is white-box (it reads the teacher's internals), but "
-                            f"{path} is an imported TorchScript module, a black box: choose a black-box attack")
+                            f"{path} is an imported {checkpoint.BLACK_BOX[ckpt['arch']]}, a black box: choose a "
+                            "black-box attack")
     members = [model for model, _ in loaded]
     return Queried(option, paths, members[0] if len(members) == 1 else models.Ensemble(members),
                    [ckpt for _, ckpt in loaded])
