@@ -26,6 +26,7 @@ answers. The model is measured on the dataset's test split (top-1, ECE, NLL); th
 with train_teacher.py --from, a checkpoint to measure with undistill.evaluate.
 """
 import argparse
+import contextlib
 import hashlib
 import io
 import logging
@@ -100,7 +101,7 @@ def read_source(args: argparse.Namespace) -> tuple[str, object]:
             raise UserError(f"{path} is not a plain tensor file (weights_only loading refuses it): a pickled module "
                             "(torch.save(model)) runs code when loaded; save its state_dict and pass --arch, or "
                             "pass --trust-pickle if you trust the file") from None
-        try:
+        try:  # the owner said they trust the file (--trust-pickle): a full unpickling, which may run its code
             module = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:
             raise UserError(f"{path} cannot be loaded ({first_line(e)}): give a state_dict, safetensors or "
@@ -160,11 +161,11 @@ class Published:
 
 def load_state(net: torch.nn.Module, state: dict[str, torch.Tensor], args: argparse.Namespace, classes: int) -> None:
     if isinstance(net, torchvision.models.DenseNet):
-        try:
+        # torchvision's published DenseNet files keep older key names, which its own loader renames; a file that is
+        # not one of those either is left to load_weights, which says why its weights do not fit
+        with contextlib.suppress(RuntimeError):
             torchvision.models.densenet._load_state_dict(net, Published(state), progress=False)
             return
-        except RuntimeError:
-            pass  # not a published DenseNet file either: load_weights says why the weights do not fit
     models.load_weights(net, state, str(args.source), args.arch, classes)
 
 
